@@ -1,0 +1,241 @@
+"""The ``python -m lit_gen`` command line: Lightning's CLI for fit/validate/test/predict, plus the extra
+subcommands ``sample``, ``evaluate``, ``submit`` and ``compare`` (each in ``lit_gen/commands/``).
+
+Every run gets its own directory, ``{run.root}/{run.name}/{YYYYmmdd-HHMMSS}`` (``slurm-{job id}`` inside a
+SLURM job, so a requeued job finds its own checkpoints), holding ``config.yaml`` (the resolved config),
+``checkpoints/``, ``samples/`` and the loggers' files. Re-running with a run's own ``config.yaml`` reuses its
+directory, so ``fit --config runs/.../config.yaml --ckpt_path last`` resumes it.
+"""
+
+from __future__ import annotations
+
+import importlib
+import os
+import shutil
+import sys
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+from jsonargparse import ArgumentError, Namespace
+from lightning.pytorch import Trainer
+from lightning.pytorch.callbacks import ModelCheckpoint
+from lightning.pytorch.cli import LightningArgumentParser, LightningCLI, SaveConfigCallback
+
+from lit_gen.errors import LitGenError
+
+#: subcommands that are not Trainer methods: name -> module with a ``main(argv)`` function
+EXTRA_COMMANDS = {
+    "sample": "lit_gen.commands.sample",
+    "evaluate": "lit_gen.commands.evaluate",
+    "submit": "lit_gen.commands.submit",
+    "compare": "lit_gen.commands.compare",
+}
+
+#: set by the process that chooses a run directory, inherited by the DDP processes Lightning launches
+RUN_DIR_ENV = "LIT_GEN_RUN_DIR"
+
+
+def slurm_job_tag() -> str | None:
+    """``{array job}_{task}`` or ``{job}`` inside a SLURM job (stable across requeues), else None."""
+    array_job, task = os.environ.get("SLURM_ARRAY_JOB_ID"), os.environ.get("SLURM_ARRAY_TASK_ID")
+    if array_job and task:
+        return f"{array_job}_{task}"
+    return os.environ.get("SLURM_JOB_ID")
+
+
+def new_run_dir(root: str | Path, name: str) -> Path:
+    """Claims a fresh run directory (created here, so two runs started in the same second never collide)."""
+    parent = Path(root) / name
+    job = slurm_job_tag()
+    if job:  # a requeued job must land in the same directory
+        path = parent / f"slurm-{job}"
+        path.mkdir(parents=True, exist_ok=True)
+        return path
+    stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
+    parent.mkdir(parents=True, exist_ok=True)
+    for attempt in range(1000):
+        path = parent / (stamp if attempt == 0 else f"{stamp}-{attempt}")
+        try:
+            path.mkdir()
+            return path
+        except FileExistsError:
+            continue
+    raise LitGenError(f"run.root: could not create a new run directory under '{parent}'")
+
+
+class SaveRunConfig(SaveConfigCallback):
+    """Writes the resolved config as ``config.yaml`` into the run directory (rank 0, overwriting a resumed
+    run's copy), instead of into a logger's version folder."""
+
+    def setup(self, trainer: Trainer, pl_module, stage: str) -> None:
+        if self.already_saved:
+            return
+        if trainer.is_global_zero:
+            path = Path(trainer.default_root_dir) / self.config_filename
+            path.parent.mkdir(parents=True, exist_ok=True)
+            tmp = path.with_name(f".{path.name}.tmp")
+            self.parser.save(self.config, str(tmp), skip_none=False, overwrite=True, multifile=False)
+            os.replace(tmp, path)
+        self.already_saved = True
+
+
+class LitGenCLI(LightningCLI):
+    """LightningCLI with per-run directories, a forced ``ModelCheckpoint`` (``--checkpoint.*``) that keeps
+    ``last.ckpt``, optimizers injected into the model from YAML (``auto_configure_optimizers=False``) and
+    parse errors raised (not printed) so that ``main`` can report them in one line."""
+
+    def __init__(self, **kwargs: Any) -> None:
+        kwargs.setdefault("save_config_callback", SaveRunConfig)
+        kwargs.setdefault("save_config_kwargs", {"overwrite": True})
+        kwargs.setdefault("auto_configure_optimizers", False)
+        kwargs.setdefault("subclass_mode_model", True)
+        kwargs.setdefault("subclass_mode_data", True)
+        kwargs.setdefault("parser_kwargs", {"parser_mode": "yaml"})
+        self.run_dir: Path | None = None
+        self._claimed_run_dir = False
+        inherited_run_dir = os.environ.get(RUN_DIR_ENV)
+        try:
+            super().__init__(**kwargs)
+        except BaseException:
+            self.cleanup_after_failure()
+            raise
+        else:
+            self.cleanup_after_success()
+        finally:
+            if inherited_run_dir is None:  # in-process callers (tests) start each run afresh
+                os.environ.pop(RUN_DIR_ENV, None)
+
+    def init_parser(self, **kwargs: Any) -> LightningArgumentParser:
+        kwargs.setdefault("exit_on_error", False)
+        return super().init_parser(**kwargs)
+
+    def add_arguments_to_parser(self, parser: LightningArgumentParser) -> None:
+        parser.add_argument(
+            "--run.root", type=str, default="runs", help="Folder holding all run directories."
+        )
+        parser.add_argument(
+            "--run.name",
+            type=str | None,
+            default=None,
+            help="Experiment name (default: the config file's stem).",
+        )
+        parser.add_argument(
+            "--run.dir", type=str | None, default=None, help="Use this run directory (e.g. to resume a run)."
+        )
+        parser.add_lightning_class_args(ModelCheckpoint, "checkpoint")
+        parser.set_defaults({"checkpoint.save_last": True})
+
+    # --- run directory ---------------------------------------------------------------------------------------
+
+    def _run_name(self, config: Namespace) -> str:
+        if config.run.name:
+            return config.run.name
+        files = config.get("config") or []
+        if files:
+            return Path(str(files[-1])).stem
+        model = config.get("model")
+        class_path = model.get("class_path", "run") if isinstance(model, Namespace) else "run"
+        return class_path.rsplit(".", 1)[-1].lower()
+
+    def before_instantiate_classes(self) -> None:
+        config = self.config[self.subcommand]
+        if config.run.dir:
+            self.run_dir = Path(config.run.dir)
+        elif os.environ.get(RUN_DIR_ENV):
+            self.run_dir = Path(os.environ[RUN_DIR_ENV])
+        else:
+            self.run_dir = new_run_dir(config.run.root, self._run_name(config))
+            self._claimed_run_dir = True
+        os.environ[RUN_DIR_ENV] = str(self.run_dir)
+        config.run.dir = str(self.run_dir)
+        config.trainer.default_root_dir = str(self.run_dir)
+        if config.checkpoint.dirpath is None:
+            config.checkpoint.dirpath = str(self.run_dir / "checkpoints")
+        if config.trainer.logger in (None, True):
+            config.trainer.logger = Namespace(
+                class_path="lightning.pytorch.loggers.CSVLogger",
+                init_args=Namespace(save_dir=str(self.run_dir), name="csv", version=""),
+            )
+        if self._claimed_run_dir:
+            print(f"lit_gen: run directory {self.run_dir}", file=sys.stderr)
+
+    def cleanup_after_failure(self) -> None:
+        """Removes a run directory this process created when the run failed before saving any checkpoint."""
+        if self.run_dir is None or not self._claimed_run_dir or not self.run_dir.exists():
+            return
+        if not any(self.run_dir.rglob("*.ckpt")):
+            shutil.rmtree(self.run_dir, ignore_errors=True)
+            self._remove_empty_parents()
+
+    def _remove_empty_parents(self) -> None:
+        for parent in (self.run_dir.parent, self.run_dir.parent.parent):
+            try:
+                parent.rmdir()  # only succeeds when empty
+            except OSError:
+                break
+
+    def cleanup_after_success(self) -> None:
+        """Removes the run directory when nothing was written into it (e.g. ``fast_dev_run``)."""
+        if self.run_dir is not None and self._claimed_run_dir and self.run_dir.is_dir():
+            if not any(self.run_dir.iterdir()):
+                self.run_dir.rmdir()
+                self._remove_empty_parents()
+
+
+_NOISE_PREFIXES = (
+    "Does not validate against any of the Union subtypes",
+    "Subtypes:",
+    "Errors:",
+    "Given value",
+)
+
+
+def summarize_parse_error(message: str) -> str:
+    """One line from a jsonargparse message: the key it names and its most specific complaints, without the
+    Union/NoneType boilerplate."""
+    lines = [line.strip().lstrip("- ").strip() for line in str(message).splitlines()]
+    lines = [line for line in lines if line and not line.startswith(_NOISE_PREFIXES)]
+    lines = [line for line in lines if line != "Expected a <class 'NoneType'>"]
+    text = " ".join(lines).replace(": ", ": ", 1)
+    return text if len(text) <= 400 else text[:397] + "..."
+
+
+def user_error_in(err: BaseException) -> LitGenError | None:
+    """The LitGenError behind ``err`` (jsonargparse wraps errors raised while instantiating classes)."""
+    seen = set()
+    while err is not None and id(err) not in seen:
+        if isinstance(err, LitGenError):
+            return err
+        seen.add(id(err))
+        err = err.__cause__ or err.__context__
+    return None
+
+
+def fail(message: str, code: int = 2) -> None:
+    """Prints ``lit_gen: error: <message>`` on one line to stderr and exits with ``code``."""
+    print(f"lit_gen: error: {' '.join(str(message).split())}", file=sys.stderr)
+    raise SystemExit(code)
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Entry point of ``python -m lit_gen`` and the ``lit_gen`` script."""
+    args = sys.argv[1:] if argv is None else list(argv)
+    try:
+        if args and args[0] in EXTRA_COMMANDS:
+            importlib.import_module(EXTRA_COMMANDS[args[0]]).main(args[1:])
+        else:
+            LitGenCLI(args=None if argv is None else args)
+    except LitGenError as err:
+        fail(str(err))
+    except ArgumentError as err:
+        user_error = user_error_in(err)
+        fail(str(user_error) if user_error else summarize_parse_error(str(err)))
+    except (ValueError, TypeError, RuntimeError) as err:
+        user_error = user_error_in(err)
+        if user_error is None:
+            raise
+        fail(str(user_error))
+    except KeyboardInterrupt:
+        print("lit_gen: interrupted", file=sys.stderr)
+        raise SystemExit(130) from None

@@ -1,0 +1,1 @@
+"""Subcommands that are not Trainer methods; each module has ``main(argv)``."""

@@ -1,0 +1,61 @@
+"""``python -m lit_gen sample``: load a checkpoint and write N samples (see ``lit_gen.sampling`` for files)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+from jsonargparse import ArgumentParser
+
+from lit_gen.checkpoints import load_datamodule, load_model
+from lit_gen.errors import LitGenError
+from lit_gen.sampling import write_samples
+
+
+def build_parser() -> ArgumentParser:
+    parser = ArgumentParser(prog="python -m lit_gen sample", exit_on_error=False, description=__doc__)
+    parser.add_argument("--ckpt_path", type=str, required=True, help="Checkpoint written by `fit`.")
+    parser.add_argument(
+        "--out_dir",
+        type=str | None,
+        default=None,
+        help="Output folder (default: <run dir>/samples/<ckpt stem>).",
+    )
+    parser.add_argument("--num_samples", type=int, default=64, help="How many samples.")
+    parser.add_argument("--seed", type=int, default=0, help="Seed of the latent noise.")
+    parser.add_argument("--batch_size", type=int, default=256, help="Samples generated per forward pass.")
+    parser.add_argument(
+        "--ema", type=bool, default=True, help="Sample from the EMA weights where the model has them."
+    )
+    parser.add_argument("--device", type=str, default="cpu", help="torch device, e.g. cpu or cuda.")
+    return parser
+
+
+def default_out_dir(ckpt_path: Path) -> Path:
+    run_dir = ckpt_path.parent.parent if ckpt_path.parent.name == "checkpoints" else ckpt_path.parent
+    return run_dir / "samples" / ckpt_path.stem
+
+
+def main(argv: list[str]) -> None:
+    args = build_parser().parse_args(argv)
+    if args.num_samples < 1:
+        raise LitGenError(f"num_samples must be a positive integer, got {args.num_samples}")
+    if args.batch_size < 1:
+        raise LitGenError(f"batch_size must be a positive integer, got {args.batch_size}")
+    ckpt_path = Path(args.ckpt_path)
+    model, checkpoint = load_model(ckpt_path)
+    try:
+        model.to(torch.device(args.device))
+    except (RuntimeError, AssertionError) as err:
+        raise LitGenError(f"device: cannot use '{args.device}' ({err})") from None
+    generator = torch.Generator().manual_seed(args.seed)
+    kwargs = {} if not hasattr(model, "generator_ema") else {"ema": args.ema}
+    chunks = []
+    for start in range(0, args.num_samples, args.batch_size):
+        count = min(args.batch_size, args.num_samples - start)
+        chunks.append(model.generate(count, generator=generator, **kwargs).cpu())
+    samples = torch.cat(chunks)
+    datamodule = load_datamodule(checkpoint) if samples.dim() == 2 and samples.is_floating_point() else None
+    out_dir = Path(args.out_dir) if args.out_dir else default_out_dir(ckpt_path)
+    written = write_samples(samples, out_dir, modes=getattr(datamodule, "modes", None))
+    print(f"lit_gen: wrote {len(samples)} samples to {out_dir} ({', '.join(p.name for p in written)})")

@@ -1,0 +1,61 @@
+"""What every generative family offers the CLI, the callbacks and the metrics."""
+
+from __future__ import annotations
+
+import contextlib
+import inspect
+import warnings
+from collections.abc import Iterator
+
+import numpy as np
+import torch
+from lightning.pytorch import LightningModule
+from torch import Tensor, nn
+
+
+def derived_seed(*parts: int) -> int:
+    """A well-mixed 63-bit seed from integers (e.g. base seed, rank, step, stream); same inputs, same seed."""
+    return int(
+        np.random.SeedSequence([int(p) & 0xFFFFFFFF for p in parts]).generate_state(2, np.uint64)[0] >> 1
+    )
+
+
+@contextlib.contextmanager
+def eval_mode(*modules: nn.Module) -> Iterator[None]:
+    """Puts modules in eval mode under ``torch.no_grad`` and restores each one's previous mode afterwards."""
+    previous = [m.training for m in modules]
+    try:
+        for m in modules:
+            m.eval()
+        with torch.no_grad():
+            yield
+    finally:
+        for m, was_training in zip(modules, previous):
+            m.train(was_training)
+
+
+class GenerativeModule(LightningModule):
+    """Base class of the families. ``generate`` returns samples in data space:
+
+    - images: float tensor (N, C, H, W) with values in [0, 1];
+    - points: float tensor (N, D) (2-D toy data);
+    - tokens: long tensor (N, T) (text; the family decodes it).
+
+    ``generator`` is a ``torch.Generator`` on the CPU: the same seed gives the same samples.
+    """
+
+    def save_hyperparameters_without_modules(self) -> None:
+        """``save_hyperparameters`` for modules whose arguments include networks.
+
+        Under the CLI the stored hyper-parameters are the config (class paths and plain values), which is what
+        lets ``load_model`` rebuild the model from a checkpoint. Built in Python, network objects are dropped
+        (their weights are in the state dict) so that checkpoints stay loadable with ``weights_only=True``.
+        """
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message=".*is an instance of `nn.Module`.*")
+            self.save_hyperparameters(frame=inspect.currentframe().f_back)
+        for key in [k for k, v in self.hparams.items() if isinstance(v, nn.Module)]:
+            del self.hparams[key]
+
+    def generate(self, num_samples: int, generator: torch.Generator | None = None) -> Tensor:
+        raise NotImplementedError

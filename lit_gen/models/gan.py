@@ -1,0 +1,236 @@
+"""The GAN family: a generator and a discriminator trained with manual optimization.
+
+One training step consumes one batch of real data and makes one discriminator step; every ``n_critic``-th batch
+also makes one generator step. Lightning's ``trainer.global_step`` counts *optimizer* steps, so a batch with
+both a D and a G step advances it by 2: with ``n_critic = k``, ``k`` batches advance it by ``k + 1``. The
+shipped configs set ``trainer.max_steps`` accordingly and say so in a comment.
+
+Images cross this module's boundary in [0, 1] (data and ``generate``) and live in [-1, 1] inside it (tanh
+generators). Latents come from a CPU ``torch.Generator`` seeded from (noise_seed, rank, batch, stream), so DDP
+ranks never share latents and a resumed run draws exactly the latents the uninterrupted run would have.
+"""
+
+from __future__ import annotations
+
+import torch
+from jsonargparse import lazy_instance
+from lightning.pytorch.cli import LRSchedulerCallable, OptimizerCallable
+from torch import Tensor, nn
+from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
+
+from lit_gen.errors import LitGenError
+from lit_gen.losses import AdversarialLoss, NonSaturating, Penalty
+from lit_gen.models.base import GenerativeModule, derived_seed, eval_mode
+
+
+def _adam_dcgan(params) -> torch.optim.Optimizer:
+    """Adam(lr=2e-4, betas=(0.5, 0.999)), the DCGAN paper's setting for both players."""
+    return torch.optim.Adam(params, lr=2e-4, betas=(0.5, 0.999))
+
+
+# noise streams: separate draws for the D step, the G step and the penalty's interpolation
+_D_NOISE, _G_NOISE, _MIX = 0, 1, 2
+
+
+class GAN(GenerativeModule):
+    """A two-player GAN with configurable objective, penalty, n_critic, PacGAN packing and generator EMA.
+
+    Args:
+        generator: maps latents ``(N, generator.latent_dim)`` to data (tanh images or points).
+        discriminator: maps a (packed) batch of data to one logit per packed sample.
+        loss: the adversarial objective (``lit_gen.losses.NonSaturating``, ``Hinge``, ``Wasserstein``...).
+        penalty: optional regulariser of D (``lit_gen.losses.WGANGP``, ``lit_gen.losses.R1``).
+        n_critic: discriminator steps (batches) per generator step.
+        pack: PacGAN packing degree: D sees ``pack`` samples concatenated along the channel/feature axis.
+        ema_decay: decay of the generator's exponential moving average, used for sampling; None disables it.
+        generator_optimizer / discriminator_optimizer: each player's optimizer (injected from the config).
+        generator_lr_scheduler / discriminator_lr_scheduler: optional schedulers, stepped after each step of
+            their player.
+        noise_seed: base seed of the latent noise; None takes the seed set by ``seed_everything``.
+    """
+
+    def __init__(
+        self,
+        generator: nn.Module,
+        discriminator: nn.Module,
+        loss: AdversarialLoss = lazy_instance(NonSaturating),
+        penalty: Penalty | None = None,
+        n_critic: int = 1,
+        pack: int = 1,
+        ema_decay: float | None = 0.999,
+        generator_optimizer: OptimizerCallable = _adam_dcgan,
+        discriminator_optimizer: OptimizerCallable = _adam_dcgan,
+        generator_lr_scheduler: LRSchedulerCallable | None = None,
+        discriminator_lr_scheduler: LRSchedulerCallable | None = None,
+        noise_seed: int | None = None,
+    ) -> None:
+        super().__init__()
+        if n_critic < 1:
+            raise LitGenError(f"model.n_critic must be a positive integer, got {n_critic}")
+        if pack < 1:
+            raise LitGenError(f"model.pack must be a positive integer, got {pack}")
+        if ema_decay is not None and not 0.0 <= ema_decay < 1.0:
+            raise LitGenError(f"model.ema_decay must be in [0, 1) or null, got {ema_decay}")
+        if not hasattr(generator, "latent_dim"):
+            raise LitGenError(f"model.generator {type(generator).__name__} has no `latent_dim` attribute")
+        self.save_hyperparameters_without_modules()
+        self.automatic_optimization = False
+        self.generator = generator
+        self.discriminator = discriminator
+        self.loss = loss
+        self.penalty = penalty
+        self.n_critic = n_critic
+        self.pack = pack
+        self.latent_dim = int(generator.latent_dim)
+        self.generator_optimizer, self.discriminator_optimizer = generator_optimizer, discriminator_optimizer
+        self.generator_lr_scheduler = generator_lr_scheduler
+        self.discriminator_lr_scheduler = discriminator_lr_scheduler
+        self.noise_seed = torch.initial_seed() if noise_seed is None else noise_seed
+        self.generator_ema: AveragedModel | None = None
+        if ema_decay is not None:
+            self.generator_ema = AveragedModel(
+                generator, multi_avg_fn=get_ema_multi_avg_fn(ema_decay), use_buffers=False
+            )
+            self.generator_ema.requires_grad_(False)
+        # batches trained on so far; a buffer so that it is checkpointed and restored exactly
+        self.register_buffer("batches_seen", torch.zeros((), dtype=torch.long))
+
+    # --- optimizers ------------------------------------------------------------------------------------------
+
+    def configure_optimizers(self):
+        opt_g = self.generator_optimizer(self.generator.parameters())
+        opt_d = self.discriminator_optimizer(self.discriminator.parameters())
+        schedulers = []
+        if self.generator_lr_scheduler is not None:
+            schedulers.append({"scheduler": self.generator_lr_scheduler(opt_g), "name": "generator"})
+        if self.discriminator_lr_scheduler is not None:
+            schedulers.append({"scheduler": self.discriminator_lr_scheduler(opt_d), "name": "discriminator"})
+        return [opt_g, opt_d], schedulers
+
+    def _schedulers(self) -> tuple[object | None, object | None]:
+        configured = self.lr_schedulers()
+        configured = (
+            [] if configured is None else configured if isinstance(configured, list) else [configured]
+        )
+        it = iter(configured)
+        sched_g = next(it) if self.generator_lr_scheduler is not None else None
+        sched_d = next(it) if self.discriminator_lr_scheduler is not None else None
+        return sched_g, sched_d
+
+    # --- noise and data space --------------------------------------------------------------------------------
+
+    def noise(self, num_samples: int, stream: int = _D_NOISE) -> Tensor:
+        """Latents for this batch; distinct per (rank, batch, stream), reproducible after resume."""
+        g = torch.Generator().manual_seed(self._stream_seed(stream))
+        return torch.randn(num_samples, self.latent_dim, generator=g).to(self.device)
+
+    def _stream_seed(self, stream: int) -> int:
+        rank = self.trainer.global_rank if self._trainer is not None else 0
+        return derived_seed(self.noise_seed, rank, int(self.batches_seen), stream)
+
+    def discriminate(self, x: Tensor) -> Tensor:
+        """D's logits for a batch in model space, packing ``pack`` consecutive samples into one D input."""
+        if self.pack > 1:
+            x = x.reshape(x.shape[0] // self.pack, -1, *x.shape[2:])
+        return self.discriminator(x)
+
+    @staticmethod
+    def to_model_space(x: Tensor) -> Tensor:
+        return x * 2.0 - 1.0 if x.dim() == 4 else x
+
+    @staticmethod
+    def to_data_space(x: Tensor) -> Tensor:
+        return ((x + 1.0) / 2.0).clamp(0.0, 1.0) if x.dim() == 4 else x
+
+    # --- training --------------------------------------------------------------------------------------------
+
+    def training_step(self, batch, batch_idx: int) -> None:
+        opt_g, opt_d = self.optimizers()
+        sched_g, sched_d = self._schedulers()
+        real = self.to_model_space(batch[0] if isinstance(batch, (list, tuple)) else batch)
+        n = real.shape[0] - real.shape[0] % self.pack
+        real = real[:n]
+        generator_step = int(self.batches_seen) % self.n_critic == self.n_critic - 1
+
+        # one forward of G serves both players: detached for D, attached for G on generator-step batches
+        with torch.set_grad_enabled(generator_step):
+            fake = self.generator(self.noise(n, _D_NOISE))
+
+        self.toggle_optimizer(opt_d)
+        real_logits = self.discriminate(real)
+        fake_logits = self.discriminate(fake.detach())
+        d_loss = self.loss.discriminator(real_logits, fake_logits)
+        logs = {
+            "train/d_loss": d_loss.detach(),
+            "train/D_real": self.loss.score(real_logits.detach()).mean(),
+            "train/D_fake": self.loss.score(fake_logits.detach()).mean(),
+        }
+        d_total = d_loss
+        if self.penalty is not None:
+            mix = torch.rand(n, generator=torch.Generator().manual_seed(self._stream_seed(_MIX))).to(
+                self.device
+            )
+            penalty = self.penalty(self.discriminate, real, fake.detach(), mix)
+            logs[f"train/{self.penalty.name}"] = penalty.detach()
+            d_total = d_loss + penalty
+        opt_d.zero_grad(set_to_none=True)
+        self.manual_backward(d_total)
+        opt_d.step()
+        self.untoggle_optimizer(opt_d)
+        if sched_d is not None:
+            sched_d.step()
+
+        if generator_step:
+            self.toggle_optimizer(opt_g)
+            g_loss = self.loss.generator(self.discriminate(fake))
+            opt_g.zero_grad(set_to_none=True)
+            self.manual_backward(g_loss)
+            opt_g.step()
+            self.untoggle_optimizer(opt_g)
+            if sched_g is not None:
+                sched_g.step()
+            if self.generator_ema is not None:
+                self.update_ema()
+            logs["train/g_loss"] = g_loss.detach()
+
+        self.batches_seen += 1
+        logs["train/lr_g"] = opt_g.param_groups[0]["lr"]
+        logs["train/lr_d"] = opt_d.param_groups[0]["lr"]
+        self.log_dict(logs, prog_bar=False)
+        self.log("d_loss", d_loss.detach(), prog_bar=True, logger=False)
+        if generator_step:
+            self.log("g_loss", logs["train/g_loss"], prog_bar=True, logger=False)
+
+    @torch.no_grad()
+    def update_ema(self) -> None:
+        """EMA of the generator's parameters; buffers (BatchNorm statistics) are copied from the live generator,
+        as in StyleGAN2-ADA: averaged running statistics do not match averaged weights."""
+        self.generator_ema.update_parameters(self.generator)
+        for ema_buffer, buffer in zip(self.generator_ema.module.buffers(), self.generator.buffers()):
+            ema_buffer.copy_(buffer)
+
+    # --- sampling --------------------------------------------------------------------------------------------
+
+    @property
+    def sampling_generator(self) -> nn.Module:
+        """The network used for samples and evaluation: the EMA generator when there is one."""
+        return self.generator_ema.module if self.generator_ema is not None else self.generator
+
+    def generate(
+        self, num_samples: int, generator: torch.Generator | None = None, ema: bool = True
+    ) -> Tensor:
+        net = self.sampling_generator if ema else self.generator
+        z = torch.randn(num_samples, self.latent_dim, generator=generator).to(self.device)
+        with eval_mode(net):
+            return self.to_data_space(net(z)).float()
+
+    def forward(self, z: Tensor) -> Tensor:
+        return self.sampling_generator(z)
+
+    # --- checkpoint ------------------------------------------------------------------------------------------
+
+    def on_save_checkpoint(self, checkpoint: dict) -> None:
+        checkpoint["noise_seed"] = self.noise_seed
+
+    def on_load_checkpoint(self, checkpoint: dict) -> None:
+        self.noise_seed = checkpoint.get("noise_seed", self.noise_seed)
