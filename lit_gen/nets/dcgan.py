@@ -6,6 +6,7 @@ from typing import Literal
 
 from torch import Tensor, nn
 
+from lit_gen.errors import LitGenError
 from lit_gen.nets.common import dcgan_init, maybe_spectral_norm
 
 
@@ -17,7 +18,7 @@ def _layout(image_size: int) -> tuple[int, int]:
             size, stages = size * 2, stages + 1
         if size == image_size and stages >= 1:
             return start, stages
-    raise ValueError(f"image_size must be 4*2^k or 7*2^k (k >= 1), e.g. 28, 32 or 64; got {image_size}")
+    raise LitGenError(f"image_size: must be 4*2^k or 7*2^k (k >= 1), e.g. 28, 32 or 64; got {image_size}")
 
 
 class DCGANGenerator(nn.Module):
