@@ -1,5 +1,25 @@
-"""torchmetrics-style metrics (``update`` / ``compute``, DDP-synchronised states)."""
+"""torchmetrics-style metrics (``update`` / ``compute``, DDP-synchronised states) and their feature extractors."""
 
+from lit_gen.metrics.features import (
+    FeatureExtractor,
+    InceptionV3Features,
+    ModuleFeatures,
+    RandomConvFeatures,
+    save_random_inception_weights,
+)
+from lit_gen.metrics.generative import GenerativeMetrics
 from lit_gen.metrics.modes import ModeCoverage
+from lit_gen.metrics.reference import ReferenceStats, compute_reference, reference_from_datamodule
 
-__all__ = ["ModeCoverage"]
+__all__ = [
+    "FeatureExtractor",
+    "GenerativeMetrics",
+    "InceptionV3Features",
+    "ModeCoverage",
+    "ModuleFeatures",
+    "RandomConvFeatures",
+    "ReferenceStats",
+    "compute_reference",
+    "reference_from_datamodule",
+    "save_random_inception_weights",
+]
