@@ -69,3 +69,41 @@ def run_dirs(root: Path | str = "runs") -> list[Path]:
     """Run directories (folders holding config.yaml or checkpoints) below ``root``."""
     root = Path(root)
     return sorted(p for p in root.glob("*/*") if p.is_dir()) if root.exists() else []
+
+
+# --- small on-disk datasets (writers in tests/fixtures.py), built once per test session -------------------------
+
+
+@pytest.fixture(scope="session")
+def mnist_dir(tmp_path_factory) -> Path:
+    """A ``data_dir`` for ``lit_gen.data.MNIST`` holding the real MNIST test files (as train and test split)."""
+    from fixtures import write_mnist
+
+    if not (SHARED_DATA / "mnist" / "t10k-images-idx3-ubyte.gz").is_file():
+        pytest.fail(f"the real MNIST test files are missing from {SHARED_DATA / 'mnist'}")
+    return write_mnist(tmp_path_factory.mktemp("mnist"), SHARED_DATA / "mnist")
+
+
+@pytest.fixture(scope="session")
+def cifar10_dir(tmp_path_factory) -> Path:
+    """A ``data_dir`` for ``lit_gen.data.CIFAR10`` with a tiny fake CIFAR-10 (use with ``cifar10_skip_md5``)."""
+    from fixtures import write_cifar10
+
+    return write_cifar10(tmp_path_factory.mktemp("cifar10"))
+
+
+@pytest.fixture
+def cifar10_skip_md5(monkeypatch):
+    """Makes torchvision's CIFAR-10 check that its files exist without comparing them to the real archive's
+    MD5 sums (which no small fake can match). In-process only: use the ``cli`` fixture, not a subprocess."""
+    import torchvision.datasets.cifar as cifar
+
+    monkeypatch.setattr(cifar, "check_integrity", lambda fpath, md5=None: os.path.isfile(fpath))
+
+
+@pytest.fixture(scope="session")
+def image_folder(tmp_path_factory) -> Path:
+    """A folder of 20 small PNGs (assorted sizes and colour modes, nested folders) for ``ImageFolder``."""
+    from fixtures import write_image_folder
+
+    return write_image_folder(tmp_path_factory.mktemp("images"))
