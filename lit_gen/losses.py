@@ -211,3 +211,84 @@ def gaussian_kl_standard_normal(mean: Tensor, log_var: Tensor) -> Tensor:
 def gaussian_log_prob(x: Tensor, mean: Tensor, log_var: Tensor) -> Tensor:
     """log N(x; mean, diag(exp(log_var))) summed over the last dimension."""
     return -0.5 * (LOG_2PI + log_var + (x - mean).pow(2) / log_var.exp()).sum(dim=-1)
+
+
+def log_standard_normal(z: Tensor) -> Tensor:
+    """log N(z; 0, I) summed over the last dimension."""
+    return -0.5 * (LOG_2PI + z.pow(2)).sum(dim=-1)
+
+
+def bernoulli_log_prob(x: Tensor, logits: Tensor) -> Tensor:
+    """log Bernoulli(x; sigmoid(logits)) summed over all but the first dimension (x in {0, 1}, or [0, 1])."""
+    log_p = -F.binary_cross_entropy_with_logits(logits, x, reduction="none")
+    return log_p.flatten(1).sum(dim=1)
+
+
+def gaussian_image_log_prob(x: Tensor, mean: Tensor, log_var: Tensor) -> Tensor:
+    """log N(x; mean, diag(exp(log_var))) summed over all but the first dimension (a density, in nats)."""
+    return gaussian_log_prob(x.flatten(1), mean.flatten(1), log_var.expand_as(mean).flatten(1))
+
+
+def discretized_logistic_log_prob(x: Tensor, mean: Tensor, log_scale: Tensor, bins: int = 256) -> Tensor:
+    """log P(x) of a logistic(mean, exp(log_scale)) discretized into ``bins`` equal bins on [0, 1]
+    (Salimans et al. 2017, PixelCNN++, one component), summed over all but the first dimension.
+
+    ``x`` holds the bin centres ``k / (bins - 1)``; the first and last bins take the tails, so the
+    probabilities of the ``bins`` values sum to 1 exactly. ``mean`` is on the same [0, 1] scale.
+    """
+    half_bin = 0.5 / (bins - 1)
+    centred = x - mean
+    inv_scale = torch.exp(-log_scale)
+    plus = inv_scale * (centred + half_bin)
+    minus = inv_scale * (centred - half_bin)
+    log_cdf_plus = -F.softplus(-plus)  # log sigmoid(plus): the lowest bin takes the left tail
+    log_one_minus_cdf_minus = -F.softplus(minus)  # log(1 - sigmoid(minus)): the highest bin, the right tail
+    # inner bins: log(sigmoid(plus) - sigmoid(minus)); where that difference underflows (far tails, tiny
+    # scales) the density at the bin centre times the bin width stands in for it, as in PixelCNN++
+    cdf_delta = torch.sigmoid(plus) - torch.sigmoid(minus)
+    mid = inv_scale * centred
+    log_pdf_mid = mid - log_scale - 2.0 * F.softplus(mid)
+    log_bin = torch.where(
+        cdf_delta > 1e-5,
+        torch.log(cdf_delta.clamp(min=1e-12)),
+        log_pdf_mid + math.log(2.0 * half_bin),
+    )
+    log_p = torch.where(
+        x < half_bin, log_cdf_plus, torch.where(x > 1.0 - half_bin, log_one_minus_cdf_minus, log_bin)
+    )
+    return log_p.flatten(1).sum(dim=1)
+
+
+def importance_log_weights(log_px_given_z: Tensor, z: Tensor, mean: Tensor, log_var: Tensor) -> Tensor:
+    """log w = log p(x | z) + log p(z) - log q(z | x) for a standard-normal prior and a diagonal Gaussian q.
+
+    Shapes: ``log_px_given_z`` (..., N), ``z`` (..., N, latent) drawn from q = N(mean, exp(log_var)) with
+    ``mean``/``log_var`` (N, latent) broadcasting; returns (..., N).
+    """
+    return log_px_given_z + log_standard_normal(z) - gaussian_log_prob(z, mean, log_var)
+
+
+def iwae_bound(log_weights: Tensor, dim: int = 0) -> Tensor:
+    """log (1/k) sum_i w_i over the k importance samples along ``dim`` (Burda et al. 2015, eq. 8).
+
+    k = 1 gives the ELBO; the bound is non-decreasing in k and tends to log p(x) (the importance-sampled
+    NLL estimate is its negative with a large k, e.g. 5,000).
+    """
+    return torch.logsumexp(log_weights, dim=dim) - math.log(log_weights.shape[dim])
+
+
+def bits_per_dim(nll_nats: Tensor, num_dims: int) -> Tensor:
+    """A negative log-likelihood in nats per example converted to bits per data dimension."""
+    return nll_nats / (num_dims * math.log(2.0))
+
+
+def vq_codebook_loss(z_e: Tensor, z_q: Tensor) -> Tensor:
+    """||sg[z_e] - e||^2: moves the chosen codebook vectors towards the encoder outputs (van den Oord et al.
+    2017); not used with EMA codebook updates. Mean over elements."""
+    return F.mse_loss(z_q, z_e.detach())
+
+
+def vq_commitment_loss(z_e: Tensor, z_q: Tensor) -> Tensor:
+    """||z_e - sg[e]||^2: keeps the encoder outputs close to their codes (weighted by beta = 0.25 in the
+    paper). Mean over elements."""
+    return F.mse_loss(z_e, z_q.detach())

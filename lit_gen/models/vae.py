@@ -1,0 +1,434 @@
+"""The VAE family: VAE (Kingma & Welling 2014), β-VAE (Higgins et al. 2017) with KL warm-up (Sønderby et al.
+2016), and the importance-weighted autoencoder (IWAE, Burda et al. 2015), with the importance-sampled
+negative log-likelihood estimate used to report results.
+
+The decoder's likelihood p(x | z) is a small class chosen in the config: ``Bernoulli`` (binarized images,
+with dynamic binarization resampled every batch), ``Gaussian`` (fixed or learned variance) or
+``DiscretizedLogistic`` (8-bit images). Each one says how many decoder outputs per pixel it reads.
+
+Randomness (binarization, reparameterization noise) comes from generators seeded by
+``derived_seed(noise_seed, stream, rank, batch)``: DDP ranks draw different noise, a resumed run draws
+exactly what the uninterrupted run would have, and validation/test use the same draws every time.
+
+Units: ``elbo``, ``recon`` (E_q[log p(x|z)]) and ``iwae_bound`` are log-likelihood bounds in nats per
+example (negative numbers for discrete data); ``kl`` and ``nll`` are positive nats; ``bpd`` is
+``nll / (D ln 2)`` with D the number of pixel values per image.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from jsonargparse import lazy_instance
+from lightning.pytorch.cli import LRSchedulerCallable, OptimizerCallable
+from torch import Tensor, nn
+from torch.optim.lr_scheduler import LRScheduler
+
+from lit_gen.errors import LitGenError
+from lit_gen.losses import (
+    bernoulli_log_prob,
+    bits_per_dim,
+    discretized_logistic_log_prob,
+    gaussian_image_log_prob,
+    gaussian_kl_standard_normal,
+    importance_log_weights,
+    iwae_bound,
+)
+from lit_gen.models.base import GenerativeModule, derived_seed, eval_mode
+
+# --- decoder likelihoods -------------------------------------------------------------------------------------
+
+
+class Likelihood:
+    """p(x | z) given the decoder's output ``params`` (N, params_per_pixel * C, H, W).
+
+    ``discrete``: whether ``log_prob`` is a probability of discrete data (so NLL and bits/dim are code
+    lengths) rather than a density.
+    """
+
+    params_per_pixel: int = 1
+    discrete: bool = True
+
+    def prepare(self, x: Tensor, generator: torch.Generator | None) -> Tensor:
+        """The data the model is trained on / scored on, from images in [0, 1] (e.g. a binarization)."""
+        return x
+
+    def log_prob(self, x: Tensor, params: Tensor) -> Tensor:
+        """log p(x | z) per example (N,)."""
+        raise NotImplementedError
+
+    def mean(self, params: Tensor) -> Tensor:
+        """E[x | z] clamped to [0, 1], for display and ``generate``."""
+        raise NotImplementedError
+
+    def split(self, params: Tensor) -> tuple[Tensor, ...]:
+        """The ``params_per_pixel`` parameter maps, each (N, C, H, W)."""
+        return params.unflatten(1, (self.params_per_pixel, -1)).unbind(1)
+
+
+class Bernoulli(Likelihood):
+    """Independent Bernoulli pixels with logits from the decoder.
+
+    Args:
+        binarize: sample x ~ Bernoulli(intensity) afresh every batch (dynamic binarization, Burda et al.
+            2015); validation/test batches are binarized with the same seeds every time. False trains on the
+            grey levels directly (a cross-entropy loss, not a normalised likelihood).
+    """
+
+    params_per_pixel = 1
+
+    def __init__(self, binarize: bool = True) -> None:
+        self.binarize = binarize
+        self.discrete = binarize
+
+    def prepare(self, x: Tensor, generator: torch.Generator | None) -> Tensor:
+        if not self.binarize:
+            return x
+        return dynamic_binarization(x, generator)
+
+    def log_prob(self, x: Tensor, params: Tensor) -> Tensor:
+        return bernoulli_log_prob(x, params)
+
+    def mean(self, params: Tensor) -> Tensor:
+        return torch.sigmoid(params)
+
+
+def dynamic_binarization(x: Tensor, generator: torch.Generator | None = None) -> Tensor:
+    """x ~ Bernoulli(intensity) per pixel, from ``generator`` (created on x's device) when given."""
+    return (torch.rand(x.shape, generator=generator, device=x.device, dtype=x.dtype) < x).to(x.dtype)
+
+
+class Gaussian(Likelihood):
+    """Independent Gaussian pixels: the decoder gives the mean (and the log-variance when learned).
+
+    Args:
+        learned_variance: the decoder also outputs a per-pixel log-variance (Kingma & Welling 2014, Frey faces);
+            otherwise the standard deviation is ``std``.
+        std: the fixed standard deviation.
+        min_log_var: lower clamp of a learned log-variance (keeps the density bounded).
+    """
+
+    discrete = False
+
+    def __init__(self, learned_variance: bool = True, std: float = 1.0, min_log_var: float = -9.0) -> None:
+        if std <= 0:
+            raise LitGenError(f"model.likelihood.std must be positive, got {std}")
+        self.learned_variance, self.std, self.min_log_var = learned_variance, std, min_log_var
+        self.params_per_pixel = 2 if learned_variance else 1
+
+    def log_prob(self, x: Tensor, params: Tensor) -> Tensor:
+        if self.learned_variance:
+            mean, log_var = self.split(params)
+            log_var = log_var.clamp(min=self.min_log_var)
+        else:
+            mean = params
+            log_var = torch.full_like(mean[:1, :1, :1, :1], 2.0 * math.log(self.std))
+        return gaussian_image_log_prob(x, mean, log_var)
+
+    def mean(self, params: Tensor) -> Tensor:
+        return self.split(params)[0].clamp(0.0, 1.0)
+
+
+class DiscretizedLogistic(Likelihood):
+    """8-bit pixels: a logistic (mean, log-scale from the decoder) discretized into ``bins`` values
+    (Salimans et al. 2017, one mixture component). Log-likelihoods are of the discrete pixel values, so
+    bits/dim are comparable with other 8-bit likelihood models.
+    """
+
+    params_per_pixel = 2
+
+    def __init__(self, bins: int = 256, min_log_scale: float = -7.0) -> None:
+        if bins < 2:
+            raise LitGenError(f"model.likelihood.bins must be >= 2, got {bins}")
+        self.bins, self.min_log_scale = bins, min_log_scale
+
+    def prepare(self, x: Tensor, generator: torch.Generator | None) -> Tensor:
+        return torch.round(x.clamp(0.0, 1.0) * (self.bins - 1)) / (self.bins - 1)
+
+    def log_prob(self, x: Tensor, params: Tensor) -> Tensor:
+        mean, log_scale = self.split(params)
+        return discretized_logistic_log_prob(x, mean, log_scale.clamp(min=self.min_log_scale), self.bins)
+
+    def mean(self, params: Tensor) -> Tensor:
+        return self.split(params)[0].clamp(0.0, 1.0)
+
+
+# --- the learning-rate schedule of Burda et al. -------------------------------------------------------------
+
+
+class BurdaLR(LRScheduler):
+    """Burda et al. (2015): stage i = 0 .. num_stages - 1 lasts growth^i epochs at lr0 * decay^i
+    (lr0 = 1e-3, decay = 10^(-1/7), growth 3: sum_i 3^i = 3,280 epochs for 8 stages). Step it once per
+    epoch (Lightning's default ``interval: epoch``); after the last stage the last rate is kept.
+    """
+
+    def __init__(
+        self,
+        optimizer: torch.optim.Optimizer,
+        num_stages: int = 8,
+        growth: int = 3,
+        decay: float = 10.0 ** (-1.0 / 7.0),
+        last_epoch: int = -1,
+    ) -> None:
+        self.num_stages, self.growth, self.decay = num_stages, growth, decay
+        super().__init__(optimizer, last_epoch)
+
+    def stage(self, epoch: int) -> int:
+        """The stage an epoch (0-based) belongs to."""
+        end = 0
+        for i in range(self.num_stages):
+            end += self.growth**i
+            if epoch < end:
+                return i
+        return self.num_stages - 1
+
+    @property
+    def total_epochs(self) -> int:
+        return sum(self.growth**i for i in range(self.num_stages))
+
+    def get_lr(self) -> list[float]:
+        factor = self.decay ** self.stage(max(self.last_epoch, 0))
+        return [base * factor for base in self.base_lrs]
+
+
+def _adam_burda(params) -> torch.optim.Optimizer:
+    """Adam(lr=1e-3, betas=(0.9, 0.999), eps=1e-4), Burda et al.'s setting."""
+    return torch.optim.Adam(params, lr=1e-3, betas=(0.9, 0.999), eps=1e-4)
+
+
+# noise streams
+_BINARIZE, _LATENT = 0, 1
+_TRAIN, _VAL, _TEST = 0, 1, 2
+
+
+class VAE(GenerativeModule):
+    """A VAE with a diagonal-Gaussian encoder, a standard-normal prior and a configurable likelihood.
+
+    Training objective: with ``k = 1`` the β-weighted ELBO E_q[log p(x|z)] - β_t KL(q(z|x) || p(z)) (analytic
+    KL); with ``k > 1`` and ``importance_weighted`` the IWAE bound log (1/k) sum_i p(x, z_i) / q(z_i | x);
+    with ``k > 1`` and not ``importance_weighted`` the ELBO averaged over k samples (Burda et al.'s "VAE, k").
+
+    Args:
+        encoder: images -> (mean, log_var) of q(z | x), with a ``latent_dim`` attribute.
+        decoder: latents -> likelihood parameters (N, params_per_pixel * C, H, W), with ``latent_dim``.
+        likelihood: p(x | z) (``Bernoulli``, ``Gaussian``, ``DiscretizedLogistic``).
+        k: importance samples per example in the training objective.
+        importance_weighted: with k > 1, train the IWAE bound (True) or the k-sample ELBO (False).
+        beta: weight of the KL term (β-VAE); only with the ELBO objective.
+        kl_warmup_batches: β_t rises linearly from 0 to ``beta`` over this many training batches (0: none).
+        val_k: importance samples of the NLL estimate logged in validation (0 skips it).
+        test_k: importance samples of the NLL estimate in ``test`` (5,000 in Burda et al.).
+        chunk_size: importance samples evaluated per forward pass in the NLL estimate (bounds memory:
+            a pass decodes ``chunk_size * batch_size`` latents).
+        optimizer: injected from the config; default Adam(1e-3, (0.9, 0.999), eps=1e-4) as Burda et al.
+        lr_scheduler: optional, e.g. ``lit_gen.models.vae.BurdaLR`` (stepped per epoch).
+        noise_seed: base seed of binarization and latent noise; None takes the seed set by ``seed_everything``.
+    """
+
+    def __init__(
+        self,
+        encoder: nn.Module,
+        decoder: nn.Module,
+        likelihood: Likelihood = lazy_instance(Bernoulli),
+        k: int = 1,
+        importance_weighted: bool = True,
+        beta: float = 1.0,
+        kl_warmup_batches: int = 0,
+        val_k: int = 100,
+        test_k: int = 5000,
+        chunk_size: int = 500,
+        optimizer: OptimizerCallable = _adam_burda,
+        lr_scheduler: LRSchedulerCallable | None = None,
+        noise_seed: int | None = None,
+    ) -> None:
+        super().__init__()
+        if k < 1:
+            raise LitGenError(f"model.k must be a positive integer, got {k}")
+        if beta < 0:
+            raise LitGenError(f"model.beta must be >= 0, got {beta}")
+        if kl_warmup_batches < 0:
+            raise LitGenError(f"model.kl_warmup_batches must be >= 0, got {kl_warmup_batches}")
+        if k > 1 and importance_weighted and (beta != 1.0 or kl_warmup_batches):
+            raise LitGenError(
+                "model.beta: the IWAE bound (k > 1, importance_weighted) has no KL weight; "
+                "use k: 1 (or importance_weighted: false) for a β-VAE or KL warm-up"
+            )
+        if val_k < 0 or test_k < 1 or chunk_size < 1:
+            raise LitGenError(
+                f"model.val_k must be >= 0 and model.test_k, model.chunk_size >= 1, got {val_k}, {test_k}, "
+                f"{chunk_size}"
+            )
+        for name, net in (("encoder", encoder), ("decoder", decoder)):
+            if not hasattr(net, "latent_dim"):
+                raise LitGenError(f"model.{name} {type(net).__name__} has no `latent_dim` attribute")
+        if encoder.latent_dim != decoder.latent_dim:
+            raise LitGenError(
+                f"model.decoder.latent_dim ({decoder.latent_dim}) must equal model.encoder.latent_dim "
+                f"({encoder.latent_dim})"
+            )
+        decoder_params = getattr(decoder, "params_per_pixel", 1)
+        if decoder_params != likelihood.params_per_pixel:
+            raise LitGenError(
+                f"model.decoder.params_per_pixel is {decoder_params} but the likelihood "
+                f"{type(likelihood).__name__} reads {likelihood.params_per_pixel} parameters per pixel"
+            )
+        self.save_hyperparameters_without_modules()
+        self.encoder, self.decoder, self.likelihood = encoder, decoder, likelihood
+        self.latent_dim = int(encoder.latent_dim)
+        self.k, self.importance_weighted = k, importance_weighted
+        self.beta, self.kl_warmup_batches = beta, kl_warmup_batches
+        self.val_k, self.test_k, self.chunk_size = val_k, test_k, chunk_size
+        self.optimizer, self.lr_scheduler = optimizer, lr_scheduler
+        self.noise_seed = torch.initial_seed() if noise_seed is None else noise_seed
+        # training batches so far; a buffer so that it is checkpointed and restored exactly
+        self.register_buffer("batches_seen", torch.zeros((), dtype=torch.long))
+
+    def configure_optimizers(self):
+        optimizer = self.optimizer(self.parameters())
+        if self.lr_scheduler is None:
+            return optimizer
+        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": self.lr_scheduler(optimizer)}}
+
+    # --- noise -----------------------------------------------------------------------------------------------
+
+    def rng(self, stage: int, stream: int, batch: int) -> torch.Generator:
+        """A generator on this module's device for (stage, stream, rank, batch)."""
+        rank = self.trainer.global_rank if self._trainer is not None else 0
+        seed = derived_seed(self.noise_seed, stage, stream, rank, batch)
+        return torch.Generator(device=self.device).manual_seed(seed)
+
+    @property
+    def beta_now(self) -> float:
+        """β_t: ``beta`` after warm-up, linear in the training batches before."""
+        if self.kl_warmup_batches == 0:
+            return self.beta
+        return self.beta * min(1.0, float(self.batches_seen) / self.kl_warmup_batches)
+
+    # --- the model -------------------------------------------------------------------------------------------
+
+    def encode(self, x: Tensor) -> tuple[Tensor, Tensor]:
+        """(mean, log_var) of q(z | x), each (N, latent_dim)."""
+        return self.encoder(x)
+
+    def decode(self, z: Tensor) -> Tensor:
+        """Likelihood parameters for latents (..., latent_dim) -> (prod(...), params_per_pixel * C, H, W)."""
+        return self.decoder(z.reshape(-1, self.latent_dim))
+
+    def log_px_given_z(self, x: Tensor, z: Tensor) -> Tensor:
+        """log p(x | z) for data x (N, C, H, W) and latents z (k, N, latent_dim) -> (k, N)."""
+        k, n = z.shape[:2]
+        params = self.decode(z)
+        x_rep = x.unsqueeze(0).expand(k, *x.shape).reshape(k * n, *x.shape[1:])
+        return self.likelihood.log_prob(x_rep, params).reshape(k, n)
+
+    @staticmethod
+    def reparameterize(mean: Tensor, log_var: Tensor, k: int, generator: torch.Generator | None) -> Tensor:
+        """z = mean + exp(log_var / 2) * eps, eps ~ N(0, I): (k, N, latent_dim)."""
+        eps = torch.randn((k, *mean.shape), generator=generator, device=mean.device, dtype=mean.dtype)
+        return mean + (0.5 * log_var).exp() * eps
+
+    def objective(
+        self, x: Tensor, k: int, beta: float, generator: torch.Generator | None
+    ) -> dict[str, Tensor]:
+        """The training objective and its terms, per example (N,): ``loss`` (to minimise), ``elbo``,
+        ``recon``, ``kl`` and, with k > 1 and importance weighting, ``iwae_bound``."""
+        mean, log_var = self.encode(x)
+        z = self.reparameterize(mean, log_var, k, generator)
+        log_px = self.log_px_given_z(x, z)
+        recon = log_px.mean(0)
+        kl = gaussian_kl_standard_normal(mean, log_var)
+        terms = {"elbo": recon - kl, "recon": recon, "kl": kl}
+        if k > 1 and self.importance_weighted:
+            terms["iwae_bound"] = iwae_bound(importance_log_weights(log_px, z, mean, log_var))
+            terms["loss"] = -terms["iwae_bound"]
+        else:
+            terms["loss"] = -(recon - beta * kl)
+        return terms
+
+    @torch.no_grad()
+    def log_likelihood(self, x: Tensor, k: int, generator: torch.Generator | None = None) -> Tensor:
+        """The importance-sampled estimate of log p(x) with k samples from q(z | x) (the IWAE bound at k;
+        Burda et al. report -log p(x) with k = 5,000), in ``chunk_size`` pieces; per example (N,)."""
+        mean, log_var = self.encode(x)
+        pieces = []
+        for start in range(0, k, self.chunk_size):
+            count = min(self.chunk_size, k - start)
+            z = self.reparameterize(mean, log_var, count, generator)
+            log_w = importance_log_weights(self.log_px_given_z(x, z), z, mean, log_var)
+            pieces.append(torch.logsumexp(log_w, dim=0))
+        return torch.logsumexp(torch.stack(pieces), dim=0) - math.log(k)
+
+    # --- training and evaluation -----------------------------------------------------------------------------
+
+    @staticmethod
+    def images(batch) -> Tensor:
+        return batch[0] if isinstance(batch, (list, tuple)) else batch
+
+    def training_step(self, batch, batch_idx: int) -> Tensor:
+        step = int(self.batches_seen)
+        x = self.likelihood.prepare(self.images(batch), self.rng(_TRAIN, _BINARIZE, step))
+        beta = self.beta_now
+        terms = self.objective(x, self.k, beta, self.rng(_TRAIN, _LATENT, step))
+        loss = terms["loss"].mean()
+        self.batches_seen += 1
+        logs = {f"train/{key}": value.detach().mean() for key, value in terms.items()}
+        logs["train/beta"] = beta
+        self.log_dict(logs, batch_size=x.shape[0])
+        self.log("loss", loss.detach(), prog_bar=True, logger=False, batch_size=x.shape[0])
+        return loss
+
+    def _evaluate(self, batch, batch_idx: int, stage: int, prefix: str, k: int) -> None:
+        x = self.likelihood.prepare(self.images(batch), self.rng(stage, _BINARIZE, batch_idx))
+        generator = self.rng(stage, _LATENT, batch_idx)
+        terms = self.objective(x, 1, 1.0, generator)
+        logs = {f"{prefix}/{key}": terms[key].mean() for key in ("elbo", "recon", "kl")}
+        dims = x[0].numel()
+        if k > 0:
+            nll = -self.log_likelihood(x, k, generator).mean()
+            logs[f"{prefix}/nll"] = nll
+            logs[f"{prefix}/bpd"] = bits_per_dim(nll, dims)
+        else:
+            logs[f"{prefix}/bpd"] = bits_per_dim(-logs[f"{prefix}/elbo"], dims)
+        self.log_dict(logs, batch_size=x.shape[0], sync_dist=True, prog_bar=True)
+
+    def validation_step(self, batch, batch_idx: int) -> None:
+        self._evaluate(batch, batch_idx, _VAL, "val", self.val_k)
+
+    def test_step(self, batch, batch_idx: int) -> None:
+        self._evaluate(batch, batch_idx, _TEST, "test", self.test_k)
+
+    # --- sampling --------------------------------------------------------------------------------------------
+
+    def generate(self, num_samples: int, generator: torch.Generator | None = None) -> Tensor:
+        """Prior samples shown as the likelihood's mean E[x | z], z ~ N(0, I) (Bernoulli: probabilities)."""
+        z = torch.randn(num_samples, self.latent_dim, generator=generator).to(self.device)
+        with eval_mode(self):
+            return self.likelihood.mean(self.decode(z)).float()
+
+    def reconstruct(self, x: Tensor, generator: torch.Generator | None = None) -> Tensor:
+        """E[x | z = mean of q(z | x)] for images in [0, 1] (binarized first when the likelihood binarizes)."""
+        x = x.to(self.device)
+        with eval_mode(self):
+            x = self.likelihood.prepare(x, None if generator is None else _on(generator, x))
+            mean, _ = self.encode(x)
+            return self.likelihood.mean(self.decode(mean)).float()
+
+    def forward(self, z: Tensor) -> Tensor:
+        return self.likelihood.mean(self.decode(z))
+
+    # --- checkpoint ------------------------------------------------------------------------------------------
+
+    def on_save_checkpoint(self, checkpoint: dict) -> None:
+        checkpoint["noise_seed"] = self.noise_seed
+
+    def on_load_checkpoint(self, checkpoint: dict) -> None:
+        self.noise_seed = checkpoint.get("noise_seed", self.noise_seed)
+
+
+def _on(generator: torch.Generator, x: Tensor) -> torch.Generator:
+    """A generator on x's device seeded from ``generator`` (which may live on the CPU)."""
+    if generator.device == x.device:
+        return generator
+    seed = int(torch.randint(2**62, (), generator=generator))
+    return torch.Generator(device=x.device).manual_seed(seed)
