@@ -1,0 +1,270 @@
+"""The GAN LightningModule driven by a real (tiny) Trainer: player isolation, n_critic counting, what
+``global_step`` counts, EMA maths, schedulers, noise streams and logged values."""
+
+from __future__ import annotations
+
+from functools import partial
+from types import SimpleNamespace
+
+import pytest
+import torch
+from lightning.pytorch import Callback, Trainer
+
+from lit_gen.data import Digits, Ring
+from lit_gen.errors import LitGenError
+from lit_gen.losses import WGANGP, Wasserstein
+from lit_gen.models import GAN
+from lit_gen.nets import DCGANDiscriminator, DCGANGenerator, MLPDiscriminator, MLPGenerator
+
+
+def toy_gan(pack: int = 1, **kwargs) -> GAN:
+    generator = MLPGenerator(latent_dim=2, hidden=[8, 8])
+    discriminator = MLPDiscriminator(data_dim=2 * pack, hidden=[8, 8])
+    return GAN(generator, discriminator, pack=pack, noise_seed=0, **kwargs)
+
+
+def image_gan(**kwargs) -> GAN:
+    """8 px DCGAN with BatchNorm in both nets (so the EMA's buffers matter)."""
+    generator = DCGANGenerator(latent_dim=4, channels=1, image_size=8, width=4)
+    discriminator = DCGANDiscriminator(channels=1, image_size=8, width=4)
+    return GAN(generator, discriminator, noise_seed=0, **kwargs)
+
+
+def snapshot(module: torch.nn.Module) -> dict[str, torch.Tensor]:
+    return {name: p.detach().clone() for name, p in module.named_parameters()}
+
+
+def same(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor]) -> bool:
+    return a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+
+
+def all_changed(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor]) -> bool:
+    return a.keys() == b.keys() and all(not torch.equal(a[k], b[k]) for k in a)
+
+
+class StepRecorder(Callback):
+    """Records every optimizer step of either player with the parameters of both players before and after it
+    (torch's optimizer step hooks, so nothing in the module under test is changed)."""
+
+    def __init__(self) -> None:
+        self.events: list[dict] = []
+
+    def on_train_start(self, trainer, pl_module) -> None:
+        opt_g, opt_d = trainer.optimizers
+        for player, opt in (("G", opt_g), ("D", opt_d)):
+            opt.register_step_pre_hook(partial(self._pre, player, pl_module))
+            opt.register_step_post_hook(partial(self._post, pl_module))
+
+    def _pre(self, player, module, optimizer, args, kwargs) -> None:
+        self.events.append(
+            {"player": player, "g": snapshot(module.generator), "d": snapshot(module.discriminator)}
+        )
+
+    def _post(self, module, optimizer, args, kwargs) -> None:
+        self.events[-1].update(g_after=snapshot(module.generator), d_after=snapshot(module.discriminator))
+
+    def players(self) -> list[str]:
+        return [e["player"] for e in self.events]
+
+
+def fit(
+    model: GAN, datamodule=None, batches: int | None = None, max_steps: int = -1, callbacks=()
+) -> Trainer:
+    trainer = Trainer(
+        accelerator="cpu",
+        devices=1,
+        max_epochs=1 if batches is not None else -1,
+        max_steps=max_steps,
+        limit_train_batches=batches,
+        limit_val_batches=0,
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        callbacks=list(callbacks),
+    )
+    trainer.fit(model, datamodule=datamodule or Ring(num_train=2_000, num_val=10, batch_size=8))
+    return trainer
+
+
+# --- player isolation ----------------------------------------------------------------------------------------
+
+
+def test_a_d_step_leaves_g_unchanged_and_a_g_step_leaves_d_unchanged():
+    recorder = StepRecorder()
+    fit(toy_gan(n_critic=2, ema_decay=None), batches=4, callbacks=[recorder])
+    # n_critic = 2: batch 0 is D-only, batch 1 is D then G, and so on
+    assert recorder.players() == ["D", "D", "G", "D", "D", "G"]
+    for event in recorder.events:
+        if event["player"] == "D":
+            assert same(event["g"], event["g_after"]), "a discriminator step changed the generator"
+            assert all_changed(event["d"], event["d_after"]), "a discriminator step left D unchanged"
+        else:
+            assert same(event["d"], event["d_after"]), "a generator step changed the discriminator"
+            assert all_changed(event["g"], event["g_after"]), "a generator step left G unchanged"
+    # and nothing changes either player between optimizer steps
+    for before, after in zip(recorder.events, recorder.events[1:]):
+        assert same(before["g_after"], after["g"]) and same(before["d_after"], after["d"])
+
+
+def test_players_are_untoggled_after_training():
+    model = toy_gan(n_critic=2, ema_decay=None)
+    fit(model, batches=3)
+    assert all(p.requires_grad for p in model.generator.parameters())
+    assert all(p.requires_grad for p in model.discriminator.parameters())
+
+
+# --- n_critic and global_step --------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(("n_critic", "batches"), [(1, 3), (2, 5), (3, 7)])
+def test_n_critic_counting_and_global_step(n_critic, batches):
+    recorder = StepRecorder()
+    model = toy_gan(n_critic=n_critic, ema_decay=None)
+    trainer = fit(model, batches=batches, callbacks=[recorder])
+    assert recorder.players().count("D") == batches
+    assert recorder.players().count("G") == batches // n_critic
+    # Lightning counts every optimizer step: global_step = D steps + G steps
+    assert trainer.global_step == batches + batches // n_critic
+    assert int(model.batches_seen) == batches
+
+
+@pytest.mark.parametrize(("n_critic", "max_steps", "batches"), [(1, 6, 3), (5, 12, 10)])
+def test_max_steps_means_what_the_config_comments_say(n_critic, max_steps, batches):
+    """The shipped configs' comments: n_critic 1 -> 2 steps per batch; n_critic 5 -> 6 steps per 5 batches."""
+    recorder = StepRecorder()
+    model = toy_gan(n_critic=n_critic, ema_decay=None)
+    trainer = fit(model, max_steps=max_steps, callbacks=[recorder])
+    assert trainer.global_step == max_steps
+    assert int(model.batches_seen) == batches
+    assert recorder.players().count("G") == batches // n_critic
+
+
+def test_bad_arguments_name_the_key():
+    with pytest.raises(LitGenError, match="model.n_critic"):
+        toy_gan(n_critic=0)
+    with pytest.raises(LitGenError, match="model.pack"):
+        toy_gan(pack=0)
+    with pytest.raises(LitGenError, match="model.ema_decay"):
+        toy_gan(ema_decay=1.0)
+    with pytest.raises(LitGenError, match="latent_dim"):
+        GAN(torch.nn.Linear(2, 2), MLPDiscriminator(hidden=[4]))
+
+
+# --- EMA -----------------------------------------------------------------------------------------------------
+
+
+def test_update_ema_is_the_decay_weighted_average_and_copies_buffers():
+    model = image_gan(ema_decay=0.75)
+    params = dict(model.generator.named_parameters())
+    ema_params = dict(model.generator_ema.module.named_parameters())
+    with torch.no_grad():
+        for p in params.values():
+            p.fill_(1.0)
+    model.update_ema()  # the first update copies the weights
+    with torch.no_grad():
+        for p in params.values():
+            p.fill_(3.0)
+        for buffer in model.generator.buffers():
+            buffer.fill_(7)
+    model.update_ema()
+    for name, p in ema_params.items():
+        assert torch.allclose(p, torch.full_like(p, 0.75 * 1.0 + 0.25 * 3.0)), name
+    for (name, b), (_, ema_b) in zip(
+        model.generator.named_buffers(), model.generator_ema.module.named_buffers()
+    ):
+        assert torch.equal(b, ema_b), name
+    assert all(not p.requires_grad for p in ema_params.values())
+
+
+def test_ema_after_training_matches_the_average_computed_by_hand():
+    decay = 0.8
+    recorder = StepRecorder()
+    model = image_gan(ema_decay=decay)
+    fit(model, datamodule=Digits(image_size=8, batch_size=8), batches=4, callbacks=[recorder])
+    after_g_steps = [e["g_after"] for e in recorder.events if e["player"] == "G"]
+    assert len(after_g_steps) == 4
+    expected = dict(after_g_steps[0])
+    for params in after_g_steps[1:]:
+        expected = {k: decay * expected[k] + (1 - decay) * params[k] for k in expected}
+    ema = dict(model.generator_ema.module.named_parameters())
+    for name, value in expected.items():
+        assert torch.allclose(ema[name], value, atol=1e-6), name
+        assert not torch.allclose(ema[name], after_g_steps[-1][name]), f"{name}: EMA equals the live weights"
+    # BatchNorm statistics: copied from the live generator, which has moved away from its initial ones
+    live, averaged = dict(model.generator.named_buffers()), dict(model.generator_ema.module.named_buffers())
+    assert live.keys() == averaged.keys() and any(k.endswith("running_mean") for k in live)
+    for name in live:
+        assert torch.equal(live[name], averaged[name]), name
+    assert any(k.endswith("running_mean") and v.abs().sum() > 0 for k, v in live.items())
+
+
+def test_generate_uses_the_ema_generator_unless_told_otherwise():
+    model = image_gan(ema_decay=0.9)
+    fit(model, datamodule=Digits(image_size=8, batch_size=8), batches=3)
+    ema = model.generate(4, generator=torch.Generator().manual_seed(0))
+    live = model.generate(4, generator=torch.Generator().manual_seed(0), ema=False)
+    assert ema.shape == live.shape == (4, 1, 8, 8)
+    assert 0.0 <= ema.min() and ema.max() <= 1.0
+    assert not torch.allclose(ema, live)
+    assert torch.equal(ema, model.generate(4, generator=torch.Generator().manual_seed(0)))
+    assert model.generator.training, "generate must restore train mode"
+    no_ema = toy_gan(ema_decay=None)
+    assert no_ema.generator_ema is None and no_ema.sampling_generator is no_ema.generator
+
+
+# --- schedulers, penalties, packing, logging ------------------------------------------------------------------
+
+
+def test_schedulers_step_after_each_step_of_their_player():
+    step_lr = partial(torch.optim.lr_scheduler.StepLR, step_size=1, gamma=0.5)
+    adam = partial(torch.optim.Adam, lr=0.1)
+    model = toy_gan(
+        n_critic=2,
+        ema_decay=None,
+        generator_optimizer=adam,
+        discriminator_optimizer=adam,
+        generator_lr_scheduler=step_lr,
+        discriminator_lr_scheduler=step_lr,
+    )
+    trainer = fit(model, batches=4)
+    opt_g, opt_d = trainer.optimizers
+    assert opt_d.param_groups[0]["lr"] == pytest.approx(0.1 * 0.5**4)  # 4 D steps
+    assert opt_g.param_groups[0]["lr"] == pytest.approx(0.1 * 0.5**2)  # 2 G steps
+    assert trainer.callback_metrics["train/lr_g"].item() == pytest.approx(0.1 * 0.5**2)
+
+
+def test_wgan_gp_training_logs_every_value():
+    model = toy_gan(loss=Wasserstein(), penalty=WGANGP(weight=10.0), n_critic=1, ema_decay=0.9)
+    trainer = fit(model, batches=2)
+    metrics = trainer.callback_metrics
+    for key in ("d_loss", "g_loss", "D_real", "D_fake", "gradient_penalty", "lr_g", "lr_d"):
+        assert f"train/{key}" in metrics, key
+        assert torch.isfinite(metrics[f"train/{key}"]), key
+    assert metrics["train/gradient_penalty"] > 0
+
+
+def test_pacgan_packs_samples_and_drops_the_remainder():
+    seen: list[tuple[int, ...]] = []
+    model = toy_gan(pack=4, ema_decay=None)
+    model.discriminator.register_forward_pre_hook(lambda module, args: seen.append(tuple(args[0].shape)))
+    fit(model, datamodule=Ring(num_train=200, num_val=10, batch_size=10), batches=1)
+    # a batch of 10 keeps 8 points = 2 packed inputs of 4 x 2 features, for real, fake and G's step
+    assert seen == [(2, 8)] * 3
+
+
+# --- noise -----------------------------------------------------------------------------------------------------
+
+
+def test_noise_is_distinct_per_rank_batch_and_stream_and_reproducible():
+    model = toy_gan()
+    first = model.noise(16, stream=0)
+    assert torch.equal(first, model.noise(16, stream=0))
+    assert not torch.equal(first, model.noise(16, stream=1))
+    model.batches_seen += 1
+    assert not torch.equal(first, model.noise(16, stream=0))
+    model.batches_seen -= 1
+    model._trainer = SimpleNamespace(global_rank=1)  # what another DDP rank sees
+    assert not torch.equal(first, model.noise(16, stream=0))
+    model._trainer = SimpleNamespace(global_rank=0)
+    assert torch.equal(first, model.noise(16, stream=0))
