@@ -13,15 +13,19 @@ import importlib
 import os
 import shutil
 import sys
+import warnings
 from datetime import datetime
 from pathlib import Path
 from typing import Any
 
+import yaml
 from jsonargparse import ArgumentError, Namespace
 from lightning.pytorch import Trainer
-from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI, SaveConfigCallback
 
+from lit_gen.callbacks.reliability import Checkpoint, NonFiniteGuard
+from lit_gen.callbacks.slurm import SLURMRequeue
+from lit_gen.checkpoints import read_checkpoint
 from lit_gen.errors import LitGenError
 
 #: subcommands that are not Trainer methods: name -> module with a ``main(argv)`` function
@@ -64,6 +68,17 @@ def new_run_dir(root: str | Path, name: str) -> Path:
     raise LitGenError(f"run.root: could not create a new run directory under '{parent}'")
 
 
+#: ``save_dir`` of a logger that did not set one, until the run directory is known
+RUN_DIR_PLACEHOLDER = "<run dir>"
+
+
+def _logger_configs(config: Namespace | None) -> list[Namespace]:
+    """The ``class_path``/``init_args`` entries of ``trainer.logger`` (one logger or a list)."""
+    logger = config.get("trainer.logger") if isinstance(config, Namespace) else None
+    loggers = logger if isinstance(logger, list) else [logger]
+    return [x for x in loggers if isinstance(x, Namespace) and isinstance(x.get("init_args"), Namespace)]
+
+
 class SaveRunConfig(SaveConfigCallback):
     """Writes the resolved config as ``config.yaml`` into the run directory (rank 0, overwriting a resumed
     run's copy), instead of into a logger's version folder."""
@@ -77,7 +92,16 @@ class SaveRunConfig(SaveConfigCallback):
             tmp = path.with_name(f".{path.name}.tmp")
             self.parser.save(self.config, str(tmp), skip_none=False, overwrite=True, multifile=False)
             os.replace(tmp, path)
+            self.save_config(trainer, pl_module, stage)
         self.already_saved = True
+
+    def save_config(self, trainer: Trainer, pl_module, stage: str) -> None:
+        """Hands the resolved config to the loggers that record one (``log_config``, e.g. W&B's run config)."""
+        loggers = [logger for logger in trainer.loggers if hasattr(logger, "log_config")]
+        if loggers:
+            config = yaml.safe_load((Path(trainer.default_root_dir) / self.config_filename).read_text())
+            for logger in loggers:
+                logger.log_config(config)
 
 
 class LitGenCLI(LightningCLI):
@@ -92,6 +116,9 @@ class LitGenCLI(LightningCLI):
         kwargs.setdefault("subclass_mode_model", True)
         kwargs.setdefault("subclass_mode_data", True)
         kwargs.setdefault("parser_kwargs", {"parser_mode": "yaml"})
+        trainer_defaults = kwargs.setdefault("trainer_defaults", {})
+        # SLURM auto-requeue saves its checkpoint between batches (a no-op outside SLURM)
+        trainer_defaults["callbacks"] = [*trainer_defaults.get("callbacks", []), SLURMRequeue()]
         self.run_dir: Path | None = None
         self._claimed_run_dir = False
         inherited_run_dir = os.environ.get(RUN_DIR_ENV)
@@ -110,6 +137,51 @@ class LitGenCLI(LightningCLI):
         kwargs.setdefault("exit_on_error", False)
         return super().init_parser(**kwargs)
 
+    def parse_arguments(self, parser: LightningArgumentParser, args: Any) -> None:
+        """Parses like LightningCLI, but a logger given without ``save_dir`` (``--trainer.logger=CSVLogger``)
+        is valid: it gets the run directory in ``before_instantiate_classes``."""
+        if isinstance(args, (dict, Namespace)):
+            return super().parse_arguments(parser, args)
+        self.config = parser.parse_args(args, _skip_validation=True)
+        for logger in _logger_configs(self.config.get(str(self.config.get("subcommand")))):
+            if logger.init_args.get("save_dir") in (None, ""):
+                logger.init_args.save_dir = RUN_DIR_PLACEHOLDER
+        try:
+            parser.validate(self.config)
+        except (TypeError, KeyError, ValueError) as err:
+            parser.error(str(err), err)
+
+    def _parse_ckpt_path(self) -> None:
+        """``--ckpt_path FILE`` must be a readable checkpoint (one-line error otherwise, loaded with
+        ``weights_only``). Unlike LightningCLI, the hyper-parameters stored in the checkpoint do not override
+        the config: the run's ``config.yaml`` and the command line decide the model, and the keys where the
+        checkpoint differs are named in a warning. A checkpoint of another model class is an error."""
+        subcommand = self.config.get("subcommand")
+        ckpt_path = self.config[subcommand].get("ckpt_path") if subcommand else None
+        if not ckpt_path or str(ckpt_path) in ("last", "best", "hpc") or "://" in str(ckpt_path):
+            return
+        checkpoint = read_checkpoint(ckpt_path)
+        hparams = dict(checkpoint.get("hyper_parameters") or {})
+        hparams.pop("_instantiator", None)
+        stored_class = hparams.pop("_class_path", None)
+        model = self.config[subcommand].get("model")
+        if stored_class is None or not isinstance(model, Namespace):
+            return
+        if stored_class != model.get("class_path"):
+            raise LitGenError(
+                f"ckpt_path: '{ckpt_path}' holds a {stored_class}, but the config's model is "
+                f"{model.get('class_path')}"
+            )
+        init_args = model.get("init_args")
+        current = init_args.as_dict() if isinstance(init_args, Namespace) else {}
+        differing = sorted(k for k in hparams.keys() & current.keys() if hparams[k] != current[k])
+        if differing:
+            warnings.warn(
+                f"--ckpt_path {ckpt_path}: the config's model.init_args differ from the checkpoint's in "
+                f"{', '.join(differing)}; the config's values are used",
+                stacklevel=2,
+            )
+
     def add_arguments_to_parser(self, parser: LightningArgumentParser) -> None:
         parser.add_argument(
             "--run.root", type=str, default="runs", help="Folder holding all run directories."
@@ -123,8 +195,10 @@ class LitGenCLI(LightningCLI):
         parser.add_argument(
             "--run.dir", type=str | None, default=None, help="Use this run directory (e.g. to resume a run)."
         )
-        parser.add_lightning_class_args(ModelCheckpoint, "checkpoint")
+        # ModelCheckpoint + exact resume (RNG states) + atomic saves + save on SIGTERM / Ctrl-C
+        parser.add_lightning_class_args(Checkpoint, "checkpoint")
         parser.set_defaults({"checkpoint.save_last": True})
+        parser.add_lightning_class_args(NonFiniteGuard, "nonfinite")
 
     # --- run directory ---------------------------------------------------------------------------------------
 
@@ -157,6 +231,9 @@ class LitGenCLI(LightningCLI):
                 class_path="lightning.pytorch.loggers.CSVLogger",
                 init_args=Namespace(save_dir=str(self.run_dir), name="csv", version=""),
             )
+        for logger in _logger_configs(config):  # loggers that set no save_dir write into the run directory
+            if logger.init_args.get("save_dir") in (None, "", ".", RUN_DIR_PLACEHOLDER):
+                logger.init_args.save_dir = str(self.run_dir)
         if self._claimed_run_dir:
             print(f"lit_gen: run directory {self.run_dir}", file=sys.stderr)
 

@@ -1,6 +1,8 @@
 """Callbacks: sample grids / scatter plots during training, toy mode metrics."""
 
+from lit_gen.callbacks.evaluation import SampleQuality
 from lit_gen.callbacks.modes import ModeMetrics
 from lit_gen.callbacks.samples import SampleGrid, batches_done
+from lit_gen.callbacks.slurm import SLURMRequeue
 
-__all__ = ["ModeMetrics", "SampleGrid", "batches_done"]
+__all__ = ["ModeMetrics", "SampleGrid", "SampleQuality", "SLURMRequeue", "batches_done"]

@@ -1,0 +1,391 @@
+"""``python -m lit_gen submit``: run a ``fit`` config as a SLURM batch job.
+
+``submit --config X.yaml [fit overrides] [--slurm.partition P --slurm.time T --slurm.gpus G ...]
+[--array N | --sweep ID] [--dry-run]`` parses the fit command line exactly as ``fit`` would, creates the run
+directory on the login node (``{run.root}/{run.name}/{YYYYmmdd-HHMMSS}``, or the config's ``run.dir`` when
+re-submitting a run), writes the resolved ``config.yaml`` and the batch script ``submit.sbatch`` into it and
+calls ``sbatch``. The script runs ``srun python -m lit_gen fit --config <run dir>/config.yaml --run.dir
+<run dir>``, so the job, and every restart of it after a requeue, works in exactly that directory: SLURM's
+output (``slurm-<job id>.out``, appended to across restarts), Lightning's ``hpc_ckpt_N.ckpt`` on preemption,
+``checkpoints/``, ``samples/`` and the loggers' files. (A job started from a hand-written script without
+``--run.dir`` gets ``{run.root}/{run.name}/slurm-<job id>`` instead.)
+
+The job's shape comes from the config's trainer section, so Lightning and SLURM cannot disagree:
+``--nodes`` = ``trainer.num_nodes``, ``--ntasks-per-node`` = ``trainer.devices`` (one process per device,
+started by ``srun``), ``--gpus-per-node`` = ``trainer.devices`` unless ``trainer.accelerator`` is ``cpu``.
+``devices: auto`` cannot be resolved on a login node without GPUs: it takes ``--slurm.gpus`` (written into the
+job's config as the device count), or 1 on the CPU.
+
+``--array N`` runs N copies as a job array, task ``i`` in ``<run dir>/task-<i>`` with seed
+``seed_everything + i``. ``--sweep ENTITY/PROJECT/SWEEP_ID`` (with ``--array N``) runs one ``wandb agent
+--count 1`` per array task instead; those runs are not requeued (a restarted agent would fetch a different
+sweep run). ``--dry-run`` prints the script and writes nothing.
+"""
+
+from __future__ import annotations
+
+import shlex
+import shutil
+import subprocess
+import sys
+import warnings
+from dataclasses import dataclass, field
+from datetime import datetime
+from pathlib import Path
+
+from jsonargparse import ArgumentParser, Namespace
+
+from lit_gen.cli import LitGenCLI
+from lit_gen.errors import LitGenError
+
+SCRIPT_NAME = "submit.sbatch"
+CONFIG_NAME = "config.yaml"
+JOB_ID_NAME = "slurm_job_id"
+
+
+@dataclass
+class SlurmOptions:
+    """The cluster-specific part of a job (``--slurm.*``); the job's shape comes from the trainer section.
+
+    Args:
+        partition: ``--partition`` (default: the cluster's default partition).
+        account: ``--account`` to charge.
+        time: ``--time`` limit, e.g. ``"1-00:00:00"`` or ``"04:00:00"`` (default: the partition's).
+        gpus: GPUs per node; needed only when ``trainer.devices`` is ``auto``. 0 runs on CPUs.
+        cpus_per_task: ``--cpus-per-task`` (CPU cores per process: data-loading workers + 1).
+        mem: ``--mem`` per node, e.g. ``"64G"``.
+        job_name: ``--job-name`` (default: ``lit_gen-<run name>``). Never ``bash``/``interactive``: Lightning
+            treats such jobs as interactive sessions and turns its SLURM support off.
+        signal_seconds: SIGUSR1 is sent this many seconds before the time limit (``--signal=SIGUSR1@N``);
+            Lightning then saves ``hpc_ckpt_N.ckpt`` and requeues the job.
+        sbatch: more ``#SBATCH`` options, verbatim, e.g. ``["--qos=high", "--constraint=a100"]``.
+        setup: shell lines run before training, e.g. ``["module load cuda/12.4", "source ~/venv/bin/activate"]``
+            (default: none; the job inherits the submitting shell's environment and runs this Python).
+        python: the Python that runs lit_gen in the job (default: the one running ``submit``).
+    """
+
+    partition: str | None = None
+    account: str | None = None
+    time: str | None = None
+    gpus: int | None = None
+    cpus_per_task: int | None = None
+    mem: str | None = None
+    job_name: str | None = None
+    signal_seconds: int = 90
+    sbatch: list[str] = field(default_factory=list)
+    setup: list[str] = field(default_factory=list)
+    python: str | None = None
+
+
+def build_parser() -> ArgumentParser:
+    parser = ArgumentParser(prog="python -m lit_gen submit", exit_on_error=False, description=__doc__)
+    parser.add_class_arguments(SlurmOptions, "slurm")
+    parser.add_argument("--array", type=int | None, default=None, help="Run N array tasks.")
+    parser.add_argument("--sweep", type=str | None, default=None, help="W&B sweep id: one agent per task.")
+    parser.add_argument("--dry_run", type=bool, default=False, help="Print the script, write nothing.")
+    return parser
+
+
+#: submit's own options; every other argument belongs to the fit command line
+_OWN_FLAGS = ("--array", "--sweep", "--dry-run", "--dry_run")
+
+
+def split_argv(argv: list[str]) -> tuple[list[str], list[str]]:
+    """(submit's arguments, fit's arguments). ``--dry-run`` is a flag; the others take a value."""
+    own, fit = [], []
+    i = 0
+    while i < len(argv):
+        arg = argv[i]
+        name = arg.split("=", 1)[0]
+        if name in ("--dry-run", "--dry_run"):
+            own.append("--dry_run=" + (arg.split("=", 1)[1] if "=" in arg else "true"))
+        elif name.startswith("--slurm.") or name in _OWN_FLAGS:
+            own.append(arg)
+            if "=" not in arg and i + 1 < len(argv):
+                own.append(argv[i + 1])
+                i += 1
+        else:
+            fit.append(arg)
+        i += 1
+    return own, fit
+
+
+class _ResolveOnly(LitGenCLI):
+    """Parses a ``fit`` command line exactly as ``fit`` does, without creating a run or instantiating."""
+
+    def before_instantiate_classes(self) -> None:
+        pass
+
+    def instantiate_classes(self) -> None:
+        pass
+
+    def _run_subcommand(self, subcommand: str) -> None:
+        pass
+
+    def _set_seed(self) -> None:  # the job seeds itself; submit leaves the global RNGs alone
+        pass
+
+
+def resolve_fit_config(fit_args: list[str]) -> tuple[ArgumentParser, Namespace]:
+    """The fit parser and the resolved fit config of a command line."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=".*args parameter is intended to run from within Python.*")
+        cli = _ResolveOnly(args=["fit", *fit_args])
+    return cli._parser("fit"), cli.config["fit"]
+
+
+# --- job shape ---------------------------------------------------------------------------------------------
+
+
+def count_devices(devices: object) -> int | None:
+    """How many devices ``trainer.devices`` asks for; None for ``auto`` / ``-1`` (all the node has)."""
+    if isinstance(devices, (list, tuple)):
+        return len(devices)
+    text = str(devices).strip()
+    if text in ("auto", "-1"):
+        return None
+    if "," in text:
+        return len([part for part in text.split(",") if part.strip()])
+    if text.isdigit() and int(text) > 0:
+        return int(text)
+    raise LitGenError(f"trainer.devices: cannot run '{devices}' as SLURM tasks; use a positive integer")
+
+
+@dataclass
+class JobShape:
+    """``--nodes``, ``--ntasks-per-node`` (= processes = devices per node) and ``--gpus-per-node``."""
+
+    nodes: int
+    tasks_per_node: int
+    gpus_per_node: int
+
+
+def job_shape(trainer: Namespace, gpus: int | None) -> JobShape:
+    """The job's shape from the trainer section, with ``--slurm.gpus`` resolving ``devices: auto``."""
+    accelerator = trainer.get("accelerator", "auto")
+    accelerator = accelerator if isinstance(accelerator, str) else "auto"
+    devices = count_devices(trainer.get("devices", "auto"))
+    nodes = trainer.get("num_nodes", 1)
+    if not isinstance(nodes, int) or nodes < 1:
+        raise LitGenError(f"trainer.num_nodes: must be a positive integer, got {nodes!r}")
+    if gpus is not None and gpus < 0:
+        raise LitGenError(f"slurm.gpus: must be >= 0, got {gpus}")
+    if accelerator == "cpu":
+        if gpus:
+            raise LitGenError(f"slurm.gpus: {gpus} GPUs requested but trainer.accelerator is 'cpu'")
+        return JobShape(nodes, devices or 1, 0)
+    if gpus == 0:
+        if accelerator in ("gpu", "cuda"):
+            raise LitGenError(f"slurm.gpus: 0 GPUs requested but trainer.accelerator is '{accelerator}'")
+        return JobShape(nodes, devices or 1, 0)
+    if devices is None:
+        if gpus is None:
+            raise LitGenError(
+                "trainer.devices: 'auto' cannot be resolved on the login node; "
+                "set --trainer.devices N or --slurm.gpus N (GPUs per node)"
+            )
+        devices = gpus
+    elif gpus is not None and gpus != devices:
+        raise LitGenError(
+            f"slurm.gpus: {gpus} disagrees with trainer.devices {devices} (one process per GPU)"
+        )
+    return JobShape(nodes, devices, devices)
+
+
+# --- the script --------------------------------------------------------------------------------------------
+
+
+def render_script(
+    *,
+    shape: JobShape,
+    slurm: SlurmOptions,
+    run_dir: Path,
+    workdir: Path,
+    job_name: str,
+    array: int | None,
+    sweep: str | None,
+    seed: int | None,
+    ckpt_path: str | None,
+    checkpoint_dir: str | None = None,
+) -> str:
+    """The sbatch script of one run (or one job array) in ``run_dir``."""
+    q = shlex.quote
+    python = slurm.python or sys.executable
+    out = run_dir / ("slurm-%A_%a.out" if array else "slurm-%j.out")
+    lines = [
+        "#!/bin/bash",
+        "# Written by `python -m lit_gen submit`; submit it again with `sbatch` from any directory.",
+        f"#SBATCH --job-name={job_name}",
+        f"#SBATCH --nodes={shape.nodes}",
+        f"#SBATCH --ntasks-per-node={shape.tasks_per_node}  # = trainer.devices: one process per device",
+    ]
+    if shape.gpus_per_node:
+        lines.append(f"#SBATCH --gpus-per-node={shape.gpus_per_node}")
+    for option, value in [
+        ("cpus-per-task", slurm.cpus_per_task),
+        ("mem", slurm.mem),
+        ("time", slurm.time),
+        ("partition", slurm.partition),
+        ("account", slurm.account),
+    ]:
+        if value is not None:
+            lines.append(f"#SBATCH --{option}={value}")
+    if sweep:
+        lines.append("#SBATCH --no-requeue  # a restarted agent would fetch a different sweep run")
+    else:
+        lines += [
+            f"#SBATCH --signal=SIGUSR1@{slurm.signal_seconds}  # Lightning: save hpc_ckpt_N.ckpt, requeue",
+            "#SBATCH --requeue",
+        ]
+    lines += [
+        "#SBATCH --open-mode=append  # a restarted job appends to its output",
+        f"#SBATCH --output={out}",
+        f"#SBATCH --chdir={workdir}",
+    ]
+    if array:
+        lines.append(f"#SBATCH --array=0-{array - 1}")
+    lines += [f"#SBATCH {option}" for option in slurm.sbatch]
+    lines += ["", "set -eo pipefail", *slurm.setup, ""]
+    if sweep:
+        lines += [
+            "# one W&B sweep run per array task; the run's own directory is <run.root>/<run.name>/slurm-<job>",
+            f"srun {q(python)} -m wandb agent --count 1 {q(sweep)}",
+        ]
+        return "\n".join(lines) + "\n"
+    fit = [q(python), "-m", "lit_gen", "fit", "--config", q(str(run_dir / CONFIG_NAME))]
+    if array:
+        lines.append(f'RUN_DIR={q(str(run_dir))}/task-"$SLURM_ARRAY_TASK_ID"')
+        fit += ["--run.dir", '"$RUN_DIR"']
+        if seed is not None:
+            fit += ["--seed_everything", f'"$(({seed} + SLURM_ARRAY_TASK_ID))"']
+    else:
+        lines.append(f"RUN_DIR={q(str(run_dir))}")
+        fit += ["--run.dir", '"$RUN_DIR"']
+    last = q(str(checkpoint_dir)) if checkpoint_dir else '"$RUN_DIR/checkpoints"'
+    lines += [
+        'echo "lit_gen: job $SLURM_JOB_ID (restart ${SLURM_RESTART_COUNT:-0}) on $(hostname), run dir $RUN_DIR"',
+        "# Resume: from Lightning's newest hpc_ckpt_N.ckpt (saved on SIGUSR1 before the job was requeued),",
+        "# or from last.ckpt where that is newer or the job was requeued without one (e.g. a node failure).",
+        'HPC=$(ls -1v "$RUN_DIR"/hpc_ckpt_*.ckpt 2> /dev/null | tail -n 1 || true)',
+        f"LAST={last}/last.ckpt",
+        'if [ -n "$HPC" ] && ! [ "$LAST" -nt "$HPC" ]; then',
+        "    CKPT=hpc",
+        'elif [ -n "$HPC" ] || [ "${SLURM_RESTART_COUNT:-0}" != 0 ]; then',
+        "    CKPT=last",
+        "else",
+        f"    CKPT={q(ckpt_path) if ckpt_path else 'null'}",
+        "fi",
+        "srun " + " ".join(fit) + ' --ckpt_path "$CKPT"',
+    ]
+    return "\n".join(lines) + "\n"
+
+
+# --- the command -------------------------------------------------------------------------------------------
+
+
+def choose_run_dir(config: Namespace) -> tuple[Path, bool]:
+    """(run directory, whether submit creates it): the config's ``run.dir`` or a fresh timestamped one."""
+    if config.run.dir:
+        return Path(config.run.dir).absolute(), not Path(config.run.dir).exists()
+    name = config.run.name or Path(str((config.get("config") or ["run"])[-1])).stem
+    parent = Path(config.run.root).absolute() / name
+    stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
+    for attempt in range(1000):
+        path = parent / (stamp if attempt == 0 else f"{stamp}-{attempt}")
+        if not path.exists():
+            return path, True
+    raise LitGenError(f"run.root: could not choose a new run directory under '{parent}'")
+
+
+def sbatch(script: Path, workdir: Path) -> str:
+    """Submits ``script``; returns the job id. A rejection becomes a one-line LitGenError."""
+    result = subprocess.run(
+        ["sbatch", "--parsable", str(script)], capture_output=True, text=True, cwd=workdir, timeout=120
+    )
+    if result.returncode != 0:
+        message = " ".join((result.stderr or result.stdout).split()) or f"exit status {result.returncode}"
+        raise LitGenError(f"sbatch rejected {script.name}: {message}")
+    job_id = result.stdout.strip().split(";")[0]
+    if not job_id:
+        raise LitGenError(f"sbatch printed no job id for {script.name}")
+    return job_id
+
+
+def main(argv: list[str]) -> None:
+    own_args, fit_args = split_argv(argv)
+    args = build_parser().parse_args(own_args)
+    slurm = SlurmOptions(**vars(args.slurm))
+    if args.array is not None and args.array < 1:
+        raise LitGenError(f"array: must be a positive number of tasks, got {args.array}")
+    if args.sweep and not args.array:
+        raise LitGenError("sweep: needs --array N (one agent per array task)")
+    if not args.dry_run and shutil.which("sbatch") is None:
+        raise LitGenError("sbatch: not found on PATH (run submit on a SLURM login node, or use --dry-run)")
+    if not any(a.split("=", 1)[0] == "--config" for a in fit_args):
+        raise LitGenError("config: submit needs --config X.yaml (the run's config)")
+
+    parser, config = resolve_fit_config(fit_args)
+    shape = job_shape(config.trainer, slurm.gpus)
+    config.trainer.devices = shape.tasks_per_node  # explicit, so the job's Lightning agrees with SLURM
+    run_dir, create = choose_run_dir(config)
+    config.run.dir = str(run_dir) if not args.array else None
+    ckpt_path, config.ckpt_path = (
+        config.get("ckpt_path"),
+        None,
+    )  # restarts must resume from the hpc checkpoint
+    seed = config.get("seed_everything")
+    seed = seed if isinstance(seed, int) and not isinstance(seed, bool) else None
+    job_name = slurm.job_name or f"lit_gen-{run_dir.parent.name}"
+    if job_name in ("bash", "interactive"):
+        raise LitGenError(f"slurm.job_name: '{job_name}' makes Lightning ignore SLURM; choose another name")
+    workdir = Path.cwd()
+    script = render_script(
+        shape=shape,
+        slurm=slurm,
+        run_dir=run_dir,
+        workdir=workdir,
+        job_name=job_name,
+        array=args.array,
+        sweep=args.sweep,
+        seed=seed,
+        ckpt_path=ckpt_path,
+        checkpoint_dir=None if args.array else config.checkpoint.dirpath,
+    )
+    if args.dry_run:
+        sys.stdout.write(script)
+        return
+
+    script_path, config_path = run_dir / SCRIPT_NAME, run_dir / CONFIG_NAME
+    previous = {p: p.read_bytes() for p in (script_path, config_path) if p.is_file()}
+    try:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        parser.save(config, str(config_path), skip_none=False, overwrite=True, multifile=False)
+        script_path.write_text(script)
+        job_id = sbatch(script_path, workdir)
+        (run_dir / JOB_ID_NAME).write_text(job_id + "\n")
+    except BaseException:
+        if create:
+            shutil.rmtree(run_dir, ignore_errors=True)
+            _remove_empty_parents(run_dir)
+        else:  # a re-submitted run: put its files back as they were
+            for path in (script_path, config_path):
+                if path in previous:
+                    path.write_bytes(previous[path])
+                else:
+                    path.unlink(missing_ok=True)
+        raise
+    output = run_dir / (f"slurm-{job_id}_<task>.out" if args.array else f"slurm-{job_id}.out")
+    print(f"lit_gen: submitted job {job_id}")
+    print(f"  run directory: {run_dir}")
+    print(f"  script:        {script_path}")
+    print(f"  config:        {config_path}")
+    print(f"  output:        {output}")
+    print(f"  watch:         squeue -j {job_id}; tail -f {output}")
+
+
+def _remove_empty_parents(run_dir: Path) -> None:
+    for parent in (run_dir.parent, run_dir.parent.parent):
+        try:
+            parent.rmdir()
+        except OSError:
+            break
