@@ -17,6 +17,9 @@ SHARED_DATA = ROOT.parent / "shared" / "data"
 os.environ.setdefault("WANDB_MODE", "offline")
 os.environ.setdefault("WANDB_SILENT", "true")
 os.environ.setdefault("WANDB_DISABLE_GIT", "true")
+# One intra-op thread per test process (set before torch is imported; inherited by subprocesses): the tests'
+# tensors are tiny, and on a busy machine OpenMP threads spinning for a core made them up to 30x slower.
+os.environ.setdefault("OMP_NUM_THREADS", "1")
 
 
 @pytest.fixture(autouse=True)

@@ -1,0 +1,119 @@
+"""Networks: shapes at the supported resolutions, output ranges, normalisation and spectral-norm options."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from lightning.pytorch import LightningModule
+from torch import nn
+from torch.nn.utils import parametrize
+
+from lit_gen.errors import LitGenError
+from lit_gen.nets import (
+    DCGANDiscriminator,
+    DCGANGenerator,
+    MLPDiscriminator,
+    MLPGenerator,
+    ResNetDiscriminator,
+    ResNetGenerator,
+)
+
+
+@pytest.mark.parametrize("image_size", [8, 14, 28, 32, 64])
+@pytest.mark.parametrize("channels", [1, 3])
+def test_dcgan_shapes(image_size, channels):
+    generator = DCGANGenerator(latent_dim=5, channels=channels, image_size=image_size, width=4)
+    discriminator = DCGANDiscriminator(channels=channels, image_size=image_size, width=4)
+    images = generator(torch.randn(3, 5))
+    assert images.shape == (3, channels, image_size, image_size)
+    assert images.min() >= -1.0 and images.max() <= 1.0  # tanh
+    assert discriminator(images).shape == (3,)
+
+
+@pytest.mark.parametrize("image_size", [0, 4, 7, 16 + 1, 30, 48])
+def test_dcgan_rejects_unsupported_sizes_naming_image_size(image_size):
+    with pytest.raises(LitGenError, match=rf"^image_size: .*got {image_size}$"):
+        DCGANGenerator(image_size=image_size)
+    with pytest.raises(LitGenError, match="image_size"):
+        DCGANDiscriminator(image_size=image_size)
+
+
+def test_dcgan_initialisation_follows_the_paper():
+    generator = DCGANGenerator(latent_dim=64, channels=3, image_size=32, width=32)
+    convs = [m for m in generator.modules() if isinstance(m, nn.ConvTranspose2d)]
+    weights = torch.cat([m.weight.flatten() for m in convs])
+    assert weights.mean().abs() < 0.002 and weights.std().item() == pytest.approx(0.02, rel=0.05)
+    norms = [m for m in generator.modules() if isinstance(m, nn.BatchNorm2d)]
+    assert torch.cat([m.weight for m in norms]).detach().std().item() == pytest.approx(0.02, rel=0.3)
+
+
+@pytest.mark.parametrize(
+    ("norm", "layer"), [("batch", nn.BatchNorm2d), ("layer", nn.GroupNorm), ("none", None)]
+)
+def test_dcgan_discriminator_normalisation(norm, layer):
+    discriminator = DCGANDiscriminator(channels=1, image_size=32, width=4, norm=norm)
+    kinds = {type(m) for m in discriminator.modules()}
+    for candidate in (nn.BatchNorm2d, nn.GroupNorm):
+        assert (candidate in kinds) == (candidate is layer)
+    # per-sample critic (needed by WGAN-GP): without batch norm a sample's logit ignores the rest of the batch
+    if norm != "batch":
+        x = torch.randn(4, 1, 32, 32)
+        assert torch.allclose(discriminator(x)[:1], discriminator(x[:1]), atol=1e-6)
+
+
+def test_resnet_gan_shapes():
+    generator = ResNetGenerator(latent_dim=16, channels=3, width=8)
+    images = generator(torch.randn(2, 16))
+    assert images.shape == (2, 3, 32, 32) and images.abs().max() <= 1.0
+    assert ResNetDiscriminator(channels=3, width=8)(images).shape == (2,)
+
+
+def test_mlp_gan_shapes_and_paper_defaults():
+    generator, discriminator = MLPGenerator(), MLPDiscriminator()
+    assert generator(torch.randn(5, 2)).shape == (5, 2)
+    assert discriminator(torch.randn(5, 2)).shape == (5,)
+    # PacGAN toy nets: G 4 x 400 ReLU, D 3 x 200
+    assert [m.out_features for m in generator.modules() if isinstance(m, nn.Linear)] == [400] * 4 + [2]
+    assert [m.out_features for m in discriminator.modules() if isinstance(m, nn.Linear)] == [200] * 3 + [1]
+    assert MLPDiscriminator(data_dim=8, hidden=[4])(torch.randn(3, 8)).shape == (3,)  # packed input
+
+
+def test_nets_are_plain_modules():
+    for net in (
+        DCGANGenerator(image_size=8, width=2),
+        MLPGenerator(hidden=[2]),
+        ResNetDiscriminator(width=4),
+    ):
+        assert isinstance(net, nn.Module) and not isinstance(net, LightningModule)
+
+
+def _spectral_norms(module: nn.Module) -> list[float]:
+    """Largest singular value of each spectrally normalised layer's weight (reshaped to out x rest)."""
+    norms = []
+    for m in module.modules():
+        if parametrize.is_parametrized(m, "weight"):
+            weight = m.weight.detach()
+            norms.append(torch.linalg.matrix_norm(weight.reshape(weight.shape[0], -1), ord=2).item())
+    return norms
+
+
+@pytest.mark.parametrize(
+    ("make", "shape", "layers"),
+    [
+        (
+            lambda sn: DCGANDiscriminator(channels=3, image_size=32, width=4, spectral_norm=sn),
+            (2, 3, 32, 32),
+            4,
+        ),
+        (lambda sn: ResNetDiscriminator(channels=3, width=4, spectral_norm=sn), (2, 3, 32, 32), 11),
+        (lambda sn: MLPDiscriminator(data_dim=2, hidden=[16, 16], spectral_norm=sn), (2, 2), 3),
+    ],
+)
+def test_spectral_norm_option(make, shape, layers):
+    torch.manual_seed(0)
+    assert _spectral_norms(make(False)) == []
+    discriminator = make(True)
+    assert len(_spectral_norms(discriminator)) == layers  # every conv / linear layer
+    for _ in range(30):  # one power iteration per training forward
+        discriminator(torch.randn(shape))
+    assert _spectral_norms(discriminator) == pytest.approx([1.0] * layers, abs=0.01)
