@@ -1,4 +1,5 @@
-"""DataModules: shapes, value ranges, seeded splits and shuffling, the PacGAN mixtures, on-disk datasets."""
+"""DataModules: shapes, value ranges, seeded splits and shuffling, the PacGAN mixtures, on-disk datasets; and the
+toy mode metric (ModeCoverage) on constructed samples."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ import torch
 
 from lit_gen.data import CIFAR10, MNIST, Digits, FashionMNIST, Grid, ImageFolder, Ring
 from lit_gen.errors import LitGenError
+from lit_gen.metrics.modes import ModeCoverage
 
 
 def _first_batch(datamodule, train: bool = True):
@@ -175,3 +177,53 @@ def test_image_folder_errors_name_the_root(tmp_path):
         dm.setup("fit")
     with pytest.raises(LitGenError, match="data.channels"):
         ImageFolder(root=str(tmp_path), channels=2)
+
+
+# --- toy mode metrics (VEEGAN / PacGAN protocol) -------------------------------------------------------------
+
+
+def test_mode_coverage_when_every_mode_is_hit_evenly():
+    ring = Ring()
+    metric = ModeCoverage(ring.modes, ring.std)
+    metric.update(ring.modes.repeat(3, 1))
+    result = metric.compute()
+    assert result["modes"].item() == 8
+    assert result["high_quality"].item() == pytest.approx(1.0)
+    assert result["reverse_kl"].item() == pytest.approx(0.0, abs=1e-6)
+
+
+def test_mode_coverage_with_missed_modes_and_off_mode_points():
+    ring = Ring()  # std 0.01: high quality means within 0.03 of the nearest mode
+    m = ring.modes
+    dx = torch.tensor([1.0, 0.0])
+    samples = torch.cat(
+        [
+            m[0].repeat(4, 1),  # 4 exactly on mode 0
+            (m[1] + 0.02 * dx).repeat(2, 1),  # 2 at 2 std from mode 1
+            (m[2] + 0.029 * dx)[None],  # 1 just inside 3 std of mode 2
+            (m[3] + 0.031 * dx)[None],  # just outside 3 std of mode 3: low quality
+            torch.zeros(2, 2),  # the centre of the ring: far from every mode
+        ]
+    )
+    metric = ModeCoverage(m, ring.std)
+    metric.update(samples[:5])  # the states add up over updates
+    metric.update(samples[5:])
+    result = metric.compute()
+    assert result["modes"].item() == 3
+    assert result["high_quality"].item() == pytest.approx(7 / 10)
+    q = [4 / 7, 2 / 7, 1 / 7]
+    assert result["reverse_kl"].item() == pytest.approx(sum(p * math.log(p * 8) for p in q), rel=1e-5)
+    metric.reset()
+    metric.update(torch.zeros(3, 2))
+    result = metric.compute()
+    assert result["modes"].item() == 0 and result["high_quality"].item() == 0.0
+    assert result["reverse_kl"].item() == 0.0
+
+
+def test_mode_coverage_threshold_is_in_standard_deviations():
+    grid = Grid()  # std 0.05
+    point = grid.modes[12:13] + torch.tensor([[0.12, 0.0]])  # 2.4 std from mode 12
+    strict, default = ModeCoverage(grid.modes, grid.std, threshold=2.0), ModeCoverage(grid.modes, grid.std)
+    strict.update(point)
+    default.update(point)
+    assert strict.compute()["modes"].item() == 0 and default.compute()["modes"].item() == 1
