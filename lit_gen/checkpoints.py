@@ -1,11 +1,26 @@
-"""Loading lit_gen checkpoints safely (``weights_only``: no code from the file is executed)."""
+"""Reading and writing lit_gen checkpoints safely.
+
+- Loading never executes code from the file: every load is ``torch.load(..., weights_only=True)`` (here, in
+  ``SafeCheckpointIO`` which the trainer uses for ``--ckpt_path``, and in ``lit_gen.cli`` for the checkpoint's
+  hyper-parameters). A missing, truncated or foreign file is a one-line ``LitGenError``.
+- Saving is atomic: the checkpoint is written to a temporary file in the target's folder, flushed to disk
+  and renamed over the target, so a crash mid-write leaves the previous ``last.ckpt`` intact.
+- ``rng_states`` / ``set_rng_states``: the global random number generators (torch CPU and CUDA, NumPy,
+  Python) as plain tensors and numbers, loadable with ``weights_only=True``.
+"""
 
 from __future__ import annotations
 
+import os
+import random
+import tempfile
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
+from lightning.fabric.plugins.io.torch_io import TorchCheckpointIO
+from lightning.fabric.utilities.cloud_io import _is_local_file_protocol
 from lightning.pytorch import LightningModule
 from lightning.pytorch.cli import instantiate_module
 
@@ -56,3 +71,94 @@ def load_datamodule(checkpoint: dict[str, Any]):
         return instantiate_module(LightningDataModule, hparams)
     except Exception:
         return None
+
+
+# --- atomic, code-free checkpoint IO ---------------------------------------------------------------------------
+
+
+def atomic_torch_save(obj: Any, path: str | Path) -> None:
+    """``torch.save`` to a temporary file next to ``path``, fsync, then rename over ``path`` (atomic on POSIX
+    file systems): readers see the old file or the new one, never a partial one."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            torch.save(obj, f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    try:  # make the rename itself durable
+        dir_fd = os.open(path.parent, os.O_RDONLY)
+        try:
+            os.fsync(dir_fd)
+        finally:
+            os.close(dir_fd)
+    except OSError:
+        pass
+
+
+class SafeCheckpointIO(TorchCheckpointIO):
+    """Lightning's checkpoint IO with atomic local writes and ``weights_only`` loading.
+
+    Lightning's own writer goes through an fsspec transaction whose temporary file lives in the system temp
+    folder, so on clusters (``/tmp`` on another file system than the run) the final step is a copy into
+    ``last.ckpt`` that a crash can cut short. Remote paths (``s3://`` ...) keep Lightning's writer.
+    """
+
+    def save_checkpoint(self, checkpoint: dict[str, Any], path, storage_options: Any | None = None) -> None:
+        if storage_options is not None or not _is_local_file_protocol(path):
+            return super().save_checkpoint(checkpoint, path, storage_options=storage_options)
+        atomic_torch_save(checkpoint, path)
+
+    def load_checkpoint(
+        self, path, map_location: Any = None, weights_only: bool | None = None
+    ) -> dict[str, Any]:
+        if not _is_local_file_protocol(path):
+            return super().load_checkpoint(path, map_location=map_location, weights_only=True)
+        return read_checkpoint(path)
+
+
+# --- global random number generators -------------------------------------------------------------------------
+
+
+def rng_states() -> dict[str, Any]:
+    """The global RNG states: torch CPU, every initialised CUDA device, NumPy's legacy global generator and
+    Python's ``random``, as tensors / ints / tuples (no NumPy objects, so ``weights_only`` can load them)."""
+    kind, keys, pos, has_gauss, cached = np.random.get_state()
+    states: dict[str, Any] = {
+        "torch": torch.get_rng_state(),
+        "numpy": {
+            "kind": str(kind),
+            "keys": torch.from_numpy(np.asarray(keys, dtype=np.int64)),
+            "pos": int(pos),
+            "has_gauss": int(has_gauss),
+            "cached_gaussian": float(cached),
+        },
+        "python": random.getstate(),
+    }
+    if torch.cuda.is_available() and torch.cuda.is_initialized():
+        states["cuda"] = torch.cuda.get_rng_state_all()
+    return states
+
+
+def set_rng_states(states: dict[str, Any]) -> None:
+    """Restores what ``rng_states`` returned."""
+    torch.set_rng_state(states["torch"])
+    numpy_state = states["numpy"]
+    np.random.set_state(
+        (
+            numpy_state["kind"],
+            numpy_state["keys"].numpy().astype(np.uint32),
+            numpy_state["pos"],
+            numpy_state["has_gauss"],
+            numpy_state["cached_gaussian"],
+        )
+    )
+    version, internal, gauss_next = states["python"]
+    random.setstate((version, tuple(internal), gauss_next))
+    if "cuda" in states and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(states["cuda"])

@@ -6,15 +6,27 @@ both a D and a G step advances it by 2: with ``n_critic = k``, ``k`` batches adv
 shipped configs set ``trainer.max_steps`` accordingly and say so in a comment.
 
 Images cross this module's boundary in [0, 1] (data and ``generate``) and live in [-1, 1] inside it (tanh
-generators). Latents come from a CPU ``torch.Generator`` seeded from (noise_seed, rank, batch, stream), so DDP
-ranks never share latents and a resumed run draws exactly the latents the uninterrupted run would have.
+generators). Latents come from a CPU ``torch.Generator`` seeded from (noise_seed, batch, stream): each batch
+draws the latents of the *global* batch and DDP rank ``r`` takes its ``r``-th slice, so ranks never share
+latents, a resumed run draws exactly the latents the uninterrupted run would have, and ``n`` processes with
+per-process batch ``b`` train on the same latents as one process with batch ``n * b``.
+
+Under DDP both players live in one ``DistributedDataParallel`` module and each batch makes two backward
+passes, each touching only one player's parameters; ``setup`` therefore turns on DDP's
+``find_unused_parameters`` (plain ``--trainer.strategy ddp`` works; see README "Scale and reliability").
+Mixed precision: Lightning's precision plugin owns one GradScaler (``16-mixed``) that both optimizers share;
+``gradient_clip_val`` clips in ``on_before_optimizer_step``, i.e. after the scaler has unscaled the gradients.
 """
 
 from __future__ import annotations
 
+from typing import Literal
+
 import torch
 from jsonargparse import lazy_instance
 from lightning.pytorch.cli import LRSchedulerCallable, OptimizerCallable
+from lightning.pytorch.strategies import DDPStrategy
+from lightning.pytorch.utilities import rank_zero_info
 from torch import Tensor, nn
 from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 
@@ -47,6 +59,9 @@ class GAN(GenerativeModule):
         generator_lr_scheduler / discriminator_lr_scheduler: optional schedulers, stepped after each step of
             their player.
         noise_seed: base seed of the latent noise; None takes the seed set by ``seed_everything``.
+        gradient_clip_val: clip each player's gradients to this norm (or value) before its step; None: off.
+            (Lightning's ``trainer.gradient_clip_val`` is not available with manual optimization.)
+        gradient_clip_algorithm: ``norm`` (total L2 norm per player) or ``value``.
     """
 
     def __init__(
@@ -63,6 +78,8 @@ class GAN(GenerativeModule):
         generator_lr_scheduler: LRSchedulerCallable | None = None,
         discriminator_lr_scheduler: LRSchedulerCallable | None = None,
         noise_seed: int | None = None,
+        gradient_clip_val: float | None = None,
+        gradient_clip_algorithm: Literal["norm", "value"] = "norm",
     ) -> None:
         super().__init__()
         if n_critic < 1:
@@ -86,6 +103,9 @@ class GAN(GenerativeModule):
         self.generator_lr_scheduler = generator_lr_scheduler
         self.discriminator_lr_scheduler = discriminator_lr_scheduler
         self.noise_seed = torch.initial_seed() if noise_seed is None else noise_seed
+        if gradient_clip_val is not None and gradient_clip_val <= 0:
+            raise LitGenError(f"model.gradient_clip_val must be positive or null, got {gradient_clip_val}")
+        self.gradient_clip_val, self.gradient_clip_algorithm = gradient_clip_val, gradient_clip_algorithm
         self.generator_ema: AveragedModel | None = None
         if ema_decay is not None:
             self.generator_ema = AveragedModel(
@@ -94,6 +114,29 @@ class GAN(GenerativeModule):
             self.generator_ema.requires_grad_(False)
         # batches trained on so far; a buffer so that it is checkpointed and restored exactly
         self.register_buffer("batches_seen", torch.zeros((), dtype=torch.long))
+
+    # --- distributed and mixed precision ---------------------------------------------------------------------
+
+    def setup(self, stage: str) -> None:
+        strategy = self.trainer.strategy
+        # two backward passes per batch, each leaving the other player's parameters unused: DDP must look for
+        # unused parameters (set before the strategy wraps the model, which happens after this hook)
+        if isinstance(strategy, DDPStrategy) and not strategy._ddp_kwargs.get("find_unused_parameters"):
+            if strategy._ddp_kwargs.get("static_graph"):
+                raise LitGenError(
+                    "trainer.strategy: the GAN cannot use DDP's static_graph (its graph changes)"
+                )
+            strategy._ddp_kwargs["find_unused_parameters"] = True
+            rank_zero_info("GAN: DDP find_unused_parameters=True (one backward pass per player)")
+
+    def on_before_optimizer_step(self, optimizer) -> None:
+        # runs after the precision plugin unscaled the gradients (16-mixed), before the step
+        if self.gradient_clip_val is not None:
+            self.clip_gradients(
+                optimizer,
+                gradient_clip_val=self.gradient_clip_val,
+                gradient_clip_algorithm=self.gradient_clip_algorithm,
+            )
 
     # --- optimizers ------------------------------------------------------------------------------------------
 
@@ -120,13 +163,22 @@ class GAN(GenerativeModule):
     # --- noise and data space --------------------------------------------------------------------------------
 
     def noise(self, num_samples: int, stream: int = _D_NOISE) -> Tensor:
-        """Latents for this batch; distinct per (rank, batch, stream), reproducible after resume."""
+        """Latents for this batch: this rank's slice of the global batch's latents (see the module docstring)."""
+        return self._global_draw(torch.randn, stream, num_samples, self.latent_dim)
+
+    def _global_draw(self, draw, stream: int, num_samples: int, *shape: int) -> Tensor:
+        """``draw`` (torch.randn / torch.rand) for all ranks' samples from the (batch, stream) seed; the rows
+        of this rank."""
+        trainer = self._trainer
+        rank = getattr(trainer, "global_rank", 0) if trainer is not None else 0
+        world = max(getattr(trainer, "world_size", 1) if trainer is not None else 1, rank + 1)
         g = torch.Generator().manual_seed(self._stream_seed(stream))
-        return torch.randn(num_samples, self.latent_dim, generator=g).to(self.device)
+        values = draw(world * num_samples, *shape, generator=g)
+        return values[rank * num_samples : (rank + 1) * num_samples].to(self.device)
 
     def _stream_seed(self, stream: int) -> int:
-        rank = self.trainer.global_rank if self._trainer is not None else 0
-        return derived_seed(self.noise_seed, rank, int(self.batches_seen), stream)
+        # the 0 is where the rank used to be: single-process streams are unchanged
+        return derived_seed(self.noise_seed, 0, int(self.batches_seen), stream)
 
     def discriminate(self, x: Tensor) -> Tensor:
         """D's logits for a batch in model space, packing ``pack`` consecutive samples into one D input."""
@@ -167,9 +219,7 @@ class GAN(GenerativeModule):
         }
         d_total = d_loss
         if self.penalty is not None:
-            mix = torch.rand(n, generator=torch.Generator().manual_seed(self._stream_seed(_MIX))).to(
-                self.device
-            )
+            mix = self._global_draw(torch.rand, _MIX, n)
             penalty = self.penalty(self.discriminate, real, fake.detach(), mix)
             logs[f"train/{self.penalty.name}"] = penalty.detach()
             d_total = d_loss + penalty
@@ -194,10 +244,16 @@ class GAN(GenerativeModule):
             logs["train/g_loss"] = g_loss.detach()
 
         self.batches_seen += 1
+        if self.trainer.world_size > 1:  # synced over ranks in one all-reduce (not one per value: sync_dist)
+            keys = list(logs)
+            mean = self.trainer.strategy.reduce(
+                torch.stack([logs[k].float() for k in keys]), reduce_op="mean"
+            )
+            logs = dict(zip(keys, mean.unbind()))
         logs["train/lr_g"] = opt_g.param_groups[0]["lr"]
         logs["train/lr_d"] = opt_d.param_groups[0]["lr"]
         self.log_dict(logs, prog_bar=False)
-        self.log("d_loss", d_loss.detach(), prog_bar=True, logger=False)
+        self.log("d_loss", logs["train/d_loss"], prog_bar=True, logger=False)
         if generator_step:
             self.log("g_loss", logs["train/g_loss"], prog_bar=True, logger=False)
 
