@@ -42,7 +42,7 @@ class ModeMetrics(Callback):
             return
         values = self.evaluate(trainer, pl_module)
         for logger in trainer.loggers:
-            logger.log_metrics(values, step=trainer.global_step)
+            logger.log_metrics(values, step=batches_done(trainer))
 
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
         if self.every_n_batches > 0 and batches_done(trainer) % self.every_n_batches == 0:

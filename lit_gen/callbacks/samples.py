@@ -19,14 +19,15 @@ def batches_done(trainer: Trainer) -> int:
 
 
 def log_image(trainer: Trainer, key: str, path: Path) -> None:
-    """Hands a PNG that was just written to every logger that can show images."""
+    """Hands a PNG that was just written to every logger that can show images (W&B as a ``wandb.Image``),
+    at step = training batches done, the step of every logged metric."""
     for logger in trainer.loggers:
         if isinstance(logger, WandbLogger):
-            logger.log_image(key=key, images=[str(path)], step=trainer.global_step)
+            logger.log_image(key=key, images=[str(path)], step=batches_done(trainer))
         elif isinstance(logger, TensorBoardLogger):
             from torchvision.io import read_image
 
-            logger.experiment.add_image(key, read_image(str(path)), global_step=trainer.global_step)
+            logger.experiment.add_image(key, read_image(str(path)), global_step=batches_done(trainer))
 
 
 class SampleGrid(Callback):
