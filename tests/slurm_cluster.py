@@ -1,0 +1,101 @@
+"""A real single-node SLURM cluster for the tests marked ``slurm`` (munged + slurmctld + slurmd from the
+Debian packages, started without systemd by ``tests/slurm/start-slurm.sh`` and stopped by pid by
+``tests/slurm/stop-slurm.sh``), and helpers to watch its jobs.
+
+The cluster is started once per test session, only where none is running already, and only what was started
+here is stopped at the end. It needs root and the Debian package archive (CI has both). Where it cannot be
+started the slurm tests FAIL; set ``LIT_GEN_SKIP_SLURM=1`` (or deselect with ``-m "not slurm"``) to skip them.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+
+SCRIPTS = Path(__file__).resolve().parent / "slurm"
+#: job states after which a job does not run again
+FINAL_STATES = {
+    "COMPLETED",
+    "FAILED",
+    "CANCELLED",
+    "TIMEOUT",
+    "NODE_FAIL",
+    "OUT_OF_MEMORY",
+    "BOOT_FAIL",
+    "DEADLINE",
+}
+
+
+def cluster_is_up() -> bool:
+    try:
+        result = subprocess.run(["scontrol", "ping"], capture_output=True, text=True, timeout=20)
+    except (FileNotFoundError, subprocess.TimeoutExpired):
+        return False
+    return result.returncode == 0 and "is UP" in result.stdout
+
+
+def node_is_idle() -> bool:
+    result = subprocess.run(["sinfo", "-h", "-o", "%T"], capture_output=True, text=True, timeout=20)
+    return result.returncode == 0 and result.stdout.strip() in ("idle", "mixed", "allocated")
+
+
+@pytest.fixture(scope="session")
+def slurm_cluster():
+    """Starts the cluster unless one is up; yields; stops what it started."""
+    if os.environ.get("LIT_GEN_SKIP_SLURM") == "1":
+        pytest.skip("LIT_GEN_SKIP_SLURM=1: SLURM tests skipped on request")
+    started = False
+    if not (cluster_is_up() and node_is_idle()):
+        result = subprocess.run(
+            ["bash", str(SCRIPTS / "start-slurm.sh")], capture_output=True, text=True, timeout=600
+        )
+        if result.returncode != 0:
+            tail = (result.stdout + result.stderr).strip().splitlines()[-15:]
+            pytest.fail(
+                "could not start the test SLURM cluster (needs root and apt; LIT_GEN_SKIP_SLURM=1 skips):\n"
+                + "\n".join(tail),
+                pytrace=False,
+            )
+        started = True
+    yield
+    if started:
+        subprocess.run(["bash", str(SCRIPTS / "stop-slurm.sh")], capture_output=True, text=True, timeout=120)
+
+
+def job_info(job_id: str) -> dict[str, str]:
+    """``scontrol show job`` as a dict (JobState, Restarts, ExitCode, ...)."""
+    out = subprocess.run(["scontrol", "show", "job", str(job_id)], capture_output=True, text=True, timeout=20)
+    return dict(re.findall(r"(\w+)=(\S*)", out.stdout))
+
+
+def wait_for_job(job_id: str, timeout: float = 150.0) -> dict[str, str]:
+    """Polls until the job reaches a final state; returns its ``job_info``."""
+    deadline = time.monotonic() + timeout
+    info: dict[str, str] = {}
+    while time.monotonic() < deadline:
+        info = job_info(job_id)
+        if info.get("JobState") in FINAL_STATES:
+            return info
+        time.sleep(0.5)
+    raise AssertionError(f"job {job_id} did not finish within {timeout:.0f}s: {info.get('JobState')}")
+
+
+def wait_for_file(path: Path, job_id: str, timeout: float = 120.0) -> None:
+    """Polls until ``path`` exists; fails early if the job ends first."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if path.exists():
+            return
+        if job_info(job_id).get("JobState") in FINAL_STATES:
+            break
+        time.sleep(0.2)
+    raise AssertionError(f"{path} did not appear (job {job_id}: {job_info(job_id).get('JobState')})")
+
+
+def cancel(*job_ids: str) -> None:
+    subprocess.run(["scancel", *map(str, job_ids)], capture_output=True, timeout=20)

@@ -1,0 +1,180 @@
+"""Against a real single-node SLURM cluster (see ``tests/slurm_cluster.py``): ``submit`` runs a GAN fit to
+completion; a fit preempted with SIGUSR1 checkpoints, is requeued, resumes in the same run directory and ends
+bitwise equal to an uninterrupted run; a 2-task ``srun`` DDP job from ``slurm/single_node.sbatch``; sbatch
+rejecting a script leaves nothing behind."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+import yaml
+from conftest import ROOT
+from slurm_cluster import cancel, slurm_cluster, wait_for_file, wait_for_job  # noqa: F401
+
+pytestmark = pytest.mark.slurm
+
+TINY = ROOT / "tests" / "slurm" / "tiny_gan.yaml"
+GATE_BATCH = 20  # the preempted job is held (and signalled) at the end of this training batch
+#: lines the job scripts run first: the test helpers importable in jobs, one thread per process
+SETUP = [f"export PYTHONPATH={ROOT / 'tests' / 'slurm'}", "export OMP_NUM_THREADS=1"]
+
+
+def submit(*args: str) -> tuple[int, str, str]:
+    """``python -m lit_gen submit ARGS`` in-process; returns (exit code, stdout, stderr)."""
+    import contextlib
+    import io
+
+    from lit_gen.cli import main
+
+    out, err = io.StringIO(), io.StringIO()
+    code = 0
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+        try:
+            main(["submit", *map(str, args)])
+        except SystemExit as exit_:
+            code = exit_.code if isinstance(exit_.code, int) else 1
+    return code, out.getvalue(), err.getvalue()
+
+
+def log_of(run_dir: Path, job_id: str) -> str:
+    path = run_dir / f"slurm-{job_id}.out"
+    return path.read_text(errors="replace") if path.exists() else f"(no {path})"
+
+
+def final_state(run_dir: Path) -> dict[str, torch.Tensor]:
+    checkpoint = torch.load(run_dir / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=True)
+    assert checkpoint["global_step"] == 120
+    return checkpoint["state_dict"]
+
+
+@pytest.fixture(scope="module")
+def gated_jobs(slurm_cluster, tmp_path_factory):  # noqa: F811
+    """Submits the same tiny GAN fit twice, at once: run A (released at once) and run B (held at batch 20
+    until the test preempts it). Yields {name: (job id, run dir)}; cancels what is left at the end."""
+    base = tmp_path_factory.mktemp("slurm_jobs")
+    config = yaml.safe_load(TINY.read_text())
+    config["trainer"]["callbacks"].append(
+        {"class_path": "slurm_gate.Gate", "init_args": {"at_batch": GATE_BATCH}}
+    )
+    config_path = base / "gated_gan.yaml"
+    config_path.write_text(yaml.safe_dump(config))
+    jobs = {}
+    with pytest.MonkeyPatch.context() as mp:
+        mp.chdir(base)
+        mp.syspath_prepend(str(ROOT / "tests" / "slurm"))  # submit checks the config's class paths
+        for name in ("A", "B"):
+            run_dir = base / name
+            code, out, err = submit(
+                "--config", config_path, "--run.dir", run_dir,
+                "--slurm.time", "00:10:00", "--slurm.setup", json.dumps(SETUP),
+            )  # fmt: skip
+            assert code == 0, err
+            job_id = (run_dir / "slurm_job_id").read_text().strip()
+            assert f"submitted job {job_id}" in out
+            jobs[name] = (job_id, run_dir)
+    (jobs["A"][1] / "release").touch()
+    yield jobs
+    cancel(*(job_id for job_id, _ in jobs.values()))
+
+
+def test_submit_runs_a_gan_fit_to_completion(gated_jobs):
+    job_id, run_dir = gated_jobs["A"]
+    info = wait_for_job(job_id)
+    log = log_of(run_dir, job_id)
+    assert info["JobState"] == "COMPLETED", log[-3000:]
+    assert info["Restarts"] == "0"
+    # everything in the run directory submit created: script, config, SLURM's output, checkpoints, samples
+    assert (run_dir / "submit.sbatch").is_file() and (run_dir / "config.yaml").is_file()
+    assert (run_dir / "checkpoints" / "last.ckpt").is_file()
+    assert (run_dir / "samples" / "batch_0000060.png").is_file()
+    assert f"lit_gen: job {job_id} (restart 0)" in log
+    assert not list(run_dir.parent.glob("**/slurm-*/")), "the job must not open a slurm-<id> run directory"
+    config = yaml.safe_load((run_dir / "config.yaml").read_text())
+    assert config["run"]["dir"] == str(run_dir) and config["trainer"]["devices"] == 1
+
+
+def test_preempted_fit_requeues_resumes_and_matches_an_uninterrupted_run(gated_jobs):
+    job_id, run_dir = gated_jobs["B"]
+    wait_for_file(run_dir / "gate_reached", job_id)
+    # USR1 to the job's srun step, as SLURM sends it before the time limit (--signal=SIGUSR1@90)
+    subprocess.run(["scancel", "-s", "USR1", job_id], check=True, capture_output=True, timeout=20)
+    info = wait_for_job(job_id)
+    log = log_of(run_dir, job_id)
+    assert info["JobState"] == "COMPLETED", log[-3000:]
+    assert info["Restarts"] == "1", log[-3000:]
+    assert "restart 0)" in log and f"lit_gen: job {job_id} (restart 1)" in log
+
+    # Lightning's HPC checkpoint, taken at the batch where the signal arrived, in the run's own directory
+    hpc = torch.load(run_dir / "hpc_ckpt_1.ckpt", map_location="cpu", weights_only=True)
+    assert hpc["global_step"] == 2 * GATE_BATCH  # one D and one G step per batch
+    assert "Restoring states from the checkpoint path" in log
+
+    # the requeued run ends exactly where the uninterrupted one does
+    wait_for_job(gated_jobs["A"][0])
+    uninterrupted, resumed = final_state(gated_jobs["A"][1]), final_state(run_dir)
+    assert uninterrupted.keys() == resumed.keys()
+    different = [k for k in uninterrupted if not torch.equal(uninterrupted[k], resumed[k])]
+    assert not different, f"{len(different)} tensors differ after resume, e.g. {different[:5]}"
+
+
+def test_two_task_srun_ddp_job_from_the_single_node_template(slurm_cluster, tmp_path):  # noqa: F811
+    env = {
+        **os.environ,
+        "PYTHON": sys.executable,
+        "RUN_ROOT": str(tmp_path / "runs"),
+        "OMP_NUM_THREADS": "1",
+    }
+    result = subprocess.run(
+        [
+            "sbatch",
+            "--parsable",
+            # the cluster's own settings instead of the template's GPU placeholders
+            "--partition=debug",
+            "--gpus-per-node=0",
+            "--ntasks-per-node=2",
+            "--cpus-per-task=1",
+            "--mem=2G",
+            "--time=00:10:00",
+            f"--output={tmp_path}/first-%j.out",
+            str(ROOT / "slurm" / "single_node.sbatch"),
+            str(TINY),
+            "--trainer.strategy",
+            "ddp",
+            "--trainer.max_steps",
+            "20",
+            "--checkpoint.every_n_train_steps",
+            "10",
+        ],  # fmt: skip
+        capture_output=True,
+        text=True,
+        env=env,
+        cwd=tmp_path,
+        timeout=60,
+    )
+    assert result.returncode == 0, result.stderr
+    job_id = result.stdout.strip().split(";")[0]
+    info = wait_for_job(job_id)
+    run_dir = tmp_path / "runs" / "tiny_gan" / f"slurm-{job_id}"
+    log = log_of(run_dir, job_id)
+    assert info["JobState"] == "COMPLETED", log[-3000:]
+    assert info["NumTasks"] == "2"
+    assert "MEMBER: 1/2" in log and "MEMBER: 2/2" in log  # two processes, one DDP group (gloo on CPU)
+    checkpoint = torch.load(run_dir / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=True)
+    assert checkpoint["global_step"] == 20
+    config = yaml.safe_load((run_dir / "config.yaml").read_text())
+    assert str(config["trainer"]["devices"]) == "2" and config["trainer"]["num_nodes"] == 1
+
+
+def test_sbatch_rejecting_the_script_is_one_line_and_leaves_nothing(slurm_cluster, tmp_path):  # noqa: F811
+    code, out, err = submit("--config", TINY, "--slurm.partition", "no_such_partition")
+    assert code == 2, err
+    lines = err.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("lit_gen: error: sbatch rejected submit.sbatch:"), err
+    assert "partition" in lines[0].lower()
+    assert not (tmp_path / "runs").exists()

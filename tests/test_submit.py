@@ -1,0 +1,222 @@
+"""``python -m lit_gen submit`` without a cluster: the script it renders from the run's config (job shape,
+Lightning's SLURM rules, arrays, sweeps), ``--dry-run``, the files it writes, and one-line errors when sbatch
+is missing or rejects the script (a stand-in ``sbatch`` on PATH plays the cluster). The real cluster is in
+``tests/test_slurm.py``; the sbatch templates under ``slurm/`` are checked here."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+from pathlib import Path
+
+import pytest
+import yaml
+from conftest import ROOT
+
+TINY = ROOT / "tests" / "slurm" / "tiny_gan.yaml"
+GAN = ROOT / "configs" / "gan.yaml"
+
+
+def fake_sbatch(directory: Path, body: str) -> Path:
+    """An executable ``sbatch`` in ``directory`` that records its arguments and runs ``body``."""
+    directory.mkdir(parents=True, exist_ok=True)
+    script = directory / "sbatch"
+    script.write_text(f'#!/bin/bash\necho "$@" > {directory}/args\n{body}\n')
+    script.chmod(0o755)
+    return script
+
+
+def directives(script: str) -> dict[str, str]:
+    """``#SBATCH --key=value`` lines as a dict (comments stripped)."""
+    found = {}
+    for line in script.splitlines():
+        if line.startswith("#SBATCH --"):
+            option = line[len("#SBATCH --") :].split("#")[0].strip()
+            key, _, value = option.partition("=")
+            found[key] = value
+    return found
+
+
+def test_dry_run_takes_the_job_shape_from_the_trainer_section_and_writes_nothing(cli, tmp_path):
+    code, out, err = cli(
+        "submit", "--config", GAN, "--trainer.accelerator", "gpu", "--trainer.devices", "4",
+        "--trainer.num_nodes", "2", "--slurm.partition", "gpu", "--slurm.time", "1-00:00:00",
+        "--slurm.account", "lab", "--dry-run",
+    )  # fmt: skip
+    assert code == 0, err
+    found = directives(out)
+    assert found["nodes"] == "2" and found["ntasks-per-node"] == "4" and found["gpus-per-node"] == "4"
+    assert found["partition"] == "gpu" and found["time"] == "1-00:00:00" and found["account"] == "lab"
+    assert found["signal"] == "SIGUSR1@90" and "requeue" in found and found["open-mode"] == "append"
+    run_dir = Path(found["output"]).parent
+    assert run_dir.parent == tmp_path / "runs" / "gan" and found["output"].endswith("slurm-%j.out")
+    srun = [line for line in out.splitlines() if line.startswith("srun ")]
+    assert len(srun) == 1 and " -m lit_gen fit --config " in srun[0]
+    assert f"--config {run_dir}/config.yaml --run.dir" in srun[0]
+    assert not (tmp_path / "runs").exists()
+    subprocess.run(["bash", "-n"], input=out, text=True, check=True)
+
+
+@pytest.mark.parametrize(
+    ("args", "shape"),
+    [
+        (["--trainer.accelerator", "cpu", "--trainer.devices", "2"], ("2", None)),
+        (["--trainer.accelerator", "cpu", "--trainer.devices", "auto"], ("1", None)),
+        (["--trainer.devices", "auto", "--slurm.gpus", "8"], ("8", "8")),
+        (["--trainer.devices", "[0, 1]"], ("2", "2")),
+        (["--trainer.devices", "3", "--slurm.gpus", "0"], ("3", None)),
+    ],
+)
+def test_devices_resolve_to_tasks_and_gpus(cli, args, shape):
+    code, out, err = cli("submit", "--config", GAN, *args, "--dry-run")
+    assert code == 0, err
+    found = directives(out)
+    assert (found["ntasks-per-node"], found.get("gpus-per-node")) == shape
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--trainer.devices", "auto"], "trainer.devices: 'auto' cannot be resolved"),
+        (["--trainer.devices", "4", "--slurm.gpus", "2"], "slurm.gpus: 2 disagrees with trainer.devices 4"),
+        (["--trainer.accelerator", "cpu", "--slurm.gpus", "2"], "trainer.accelerator is 'cpu'"),
+        (["--slurm.job_name", "interactive"], "slurm.job_name: 'interactive'"),
+        (["--array", "0"], "array: must be a positive number"),
+        (["--sweep", "me/proj/abc"], "sweep: needs --array N"),
+        (["--slurm.partiton", "x"], "slurm.partiton"),
+    ],
+)
+def test_inconsistent_options_are_one_line_errors(cli, args, message, tmp_path):
+    code, out, err = cli("submit", "--config", GAN, *args, "--dry-run")
+    assert code == 2
+    lines = err.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("lit_gen: error:") and message in lines[0], err
+    assert not (tmp_path / "runs").exists()
+
+
+def test_a_config_error_is_reported_as_in_fit(cli):
+    code, _, err = cli("submit", "--config", GAN, "--trainer.max_stepz", "3", "--dry-run")
+    assert code == 2 and "max_stepz" in err and len(err.strip().splitlines()) == 1
+
+
+def test_array_runs_one_directory_and_seed_per_task(cli):
+    code, out, err = cli(
+        "submit", "--config", GAN, "--trainer.accelerator", "cpu", "--array", "3", "--dry-run"
+    )
+    assert code == 0, err
+    found = directives(out)
+    assert found["array"] == "0-2" and found["output"].endswith("slurm-%A_%a.out")
+    assert '/task-"$SLURM_ARRAY_TASK_ID"' in out
+    assert '--seed_everything "$((0 + SLURM_ARRAY_TASK_ID))"' in out  # gan.yaml: seed_everything 0
+    subprocess.run(["bash", "-n"], input=out, text=True, check=True)
+
+
+def test_sweep_runs_one_wandb_agent_per_array_task_without_requeue(cli):
+    code, out, err = cli(
+        "submit", "--config", GAN, "--trainer.accelerator", "cpu", "--array", "4", "--sweep", "me/proj/abc123",
+        "--dry-run",
+    )  # fmt: skip
+    assert code == 0, err
+    found = directives(out)
+    assert found["array"] == "0-3" and "no-requeue" in found and "signal" not in found
+    assert out.rstrip().endswith("-m wandb agent --count 1 me/proj/abc123")
+
+
+def test_sbatch_missing_is_one_line_and_writes_nothing(cli, tmp_path, monkeypatch):
+    monkeypatch.setenv("PATH", str(tmp_path / "no_bin"))
+    code, _, err = cli("submit", "--config", TINY)
+    assert code == 2
+    assert err.strip() == (
+        "lit_gen: error: sbatch: not found on PATH (run submit on a SLURM login node, or use --dry-run)"
+    )
+    assert not (tmp_path / "runs").exists()
+
+
+def test_sbatch_rejecting_is_one_line_and_removes_the_run_directory(cli, tmp_path, monkeypatch):
+    bin_dir = tmp_path / "bin"
+    fake_sbatch(bin_dir, 'echo "sbatch: error: Batch job submission failed: Invalid account" >&2\nexit 1')
+    monkeypatch.setenv("PATH", f"{bin_dir}:/usr/bin:/bin")
+    code, out, err = cli("submit", "--config", TINY)
+    assert code == 2
+    assert err.strip() == (
+        "lit_gen: error: sbatch rejected submit.sbatch: sbatch: error: Batch job submission failed: Invalid account"
+    )
+    assert (bin_dir / "args").exists()  # it was called
+    assert not (tmp_path / "runs").exists()
+
+
+def test_resubmitting_a_run_keeps_its_files_when_sbatch_rejects(cli, tmp_path, monkeypatch):
+    run_dir = tmp_path / "runs" / "old"
+    (run_dir / "checkpoints").mkdir(parents=True)
+    (run_dir / "config.yaml").write_text("previous: true\n")
+    bin_dir = tmp_path / "bin"
+    fake_sbatch(bin_dir, "exit 1")
+    monkeypatch.setenv("PATH", f"{bin_dir}:/usr/bin:/bin")
+    code, _, err = cli("submit", "--config", TINY, "--run.dir", run_dir)
+    assert code == 2 and "exit status 1" in err
+    assert (run_dir / "config.yaml").read_text() == "previous: true\n"
+    assert sorted(p.name for p in run_dir.iterdir()) == ["checkpoints", "config.yaml"]
+
+
+def test_submit_writes_script_and_resolved_config_into_the_run_directory(cli, tmp_path, monkeypatch):
+    bin_dir = tmp_path / "bin"
+    fake_sbatch(bin_dir, 'echo "4242;cluster"')
+    monkeypatch.setenv("PATH", f"{bin_dir}:/usr/bin:/bin")
+    code, out, err = cli(
+        "submit", "--config", TINY, "--trainer.max_steps", "8", "--ckpt_path", "last",
+        "--slurm.setup", json.dumps(["module load cuda", "source venv/bin/activate"]),
+        "--slurm.sbatch", json.dumps(["--qos=high"]),
+    )  # fmt: skip
+    assert code == 0, err
+    (run_dir,) = (tmp_path / "runs" / "tiny_gan").iterdir()
+    assert "submitted job 4242" in out and str(run_dir) in out
+    assert (bin_dir / "args").read_text().split() == ["--parsable", str(run_dir / "submit.sbatch")]
+    assert (run_dir / "slurm_job_id").read_text() == "4242\n"
+    script = (run_dir / "submit.sbatch").read_text()
+    assert "#SBATCH --qos=high" in script
+    assert script.index("module load cuda\nsource venv/bin/activate") < script.index("srun ")
+    assert "else\n    CKPT=last\nfi" in script  # the first start; a restart resumes from its own checkpoints
+    config = yaml.safe_load((run_dir / "config.yaml").read_text())
+    assert config["trainer"]["max_steps"] == 8 and config["trainer"]["devices"] == 1
+    assert config["run"]["dir"] == str(run_dir) and config["ckpt_path"] is None
+
+
+def test_resume_choice_in_the_script(cli, tmp_path):
+    """The script's resume rule, run with bash: fresh start, Lightning's hpc checkpoint, a newer last.ckpt."""
+    code, out, _ = cli("submit", "--config", TINY, "--run.dir", tmp_path / "run", "--dry-run")
+    assert code == 0
+    body = out[out.index("RUN_DIR=") : out.index("srun ")] + 'echo "$CKPT"\n'
+    run_dir = tmp_path / "run"
+
+    def choice(restarts: str = "0") -> str:
+        env = {"PATH": "/usr/bin:/bin", "SLURM_JOB_ID": "7", "SLURM_RESTART_COUNT": restarts}
+        return subprocess.run(["bash", "-c", body], capture_output=True, text=True, env=env).stdout.split()[
+            -1
+        ]
+
+    assert choice() == "null"
+    assert choice("1") == "last"  # requeued without an hpc checkpoint (node failure)
+    (run_dir / "checkpoints").mkdir(parents=True)
+    (run_dir / "checkpoints" / "last.ckpt").write_text("")
+    for n in (1, 2, 10):
+        (run_dir / f"hpc_ckpt_{n}.ckpt").write_text("")
+    subprocess.run(["touch", "-d", "1 hour ago", str(run_dir / "checkpoints" / "last.ckpt")], check=True)
+    assert choice("1") == "hpc"
+    (run_dir / "checkpoints" / "last.ckpt").write_text("newer")
+    subprocess.run(["touch", "-d", "1 hour ago", str(run_dir / "hpc_ckpt_10.ckpt")], check=True)
+    assert choice("2") == "last"
+
+
+@pytest.mark.parametrize("name", ["single_node.sbatch", "multi_node.sbatch", "wandb_agent_array.sbatch"])
+def test_templates_follow_lightnings_slurm_rules(name):
+    text = (ROOT / "slurm" / name).read_text()
+    subprocess.run(["bash", "-n", str(ROOT / "slurm" / name)], check=True)
+    found = directives(text)
+    assert {"partition", "account", "time", "gpus-per-node", "ntasks-per-node", "nodes"} <= found.keys()
+    assert found["open-mode"] == "append" and "EDIT" in text
+    if name == "wandb_agent_array.sbatch":
+        assert "no-requeue" in found and "wandb agent --count 1" in text
+        return
+    assert found["signal"] == "SIGUSR1@90" and "requeue" in found
+    assert 'srun "$PYTHON" -m lit_gen fit' in text
+    assert '--trainer.devices "$SLURM_NTASKS_PER_NODE" --trainer.num_nodes "$SLURM_JOB_NUM_NODES"' in text
