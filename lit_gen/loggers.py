@@ -178,8 +178,12 @@ class OfflineFirstWandbLogger(WandbLogger):
         if mode == "disabled" or not getattr(run, "id", None):
             return
         if mode in ("offline", "dryrun"):
-            sync_dir = os.path.relpath(run.settings.sync_dir)
-            line = f"W&B run {run.id} is offline in {sync_dir}; upload it with: wandb sync {sync_dir}"
+            sync_dir = Path(run.settings.sync_dir)
+            where = os.path.relpath(sync_dir)
+            # a resumed offline run has one folder per part: sync them together (in order of start time)
+            parts = sorted(sync_dir.parent.glob(f"offline-run-*-{run.id}"))
+            target = where if len(parts) <= 1 else str(Path(where).parent / f"offline-run-*-{run.id}")
+            line = f"W&B run {run.id} is offline in {where}; upload it with: wandb sync {target}"
         else:
             line = f"W&B run {run.id}: {run.url}"
         print(f"lit_gen: {line}", file=sys.stderr, flush=True)
