@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
+import logging
 import os
 import subprocess
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -21,6 +24,8 @@ os.environ.setdefault("WANDB_DISABLE_GIT", "true")
 # tensors are tiny, and on a busy machine OpenMP threads spinning for a core made them up to 30x slower.
 os.environ.setdefault("OMP_NUM_THREADS", "1")
 
+import lightning  # noqa: E402, F401  (its console log handler binds to the session's stderr, not a test's)
+
 
 @pytest.fixture(autouse=True)
 def _isolated_cwd(tmp_path, monkeypatch):
@@ -32,6 +37,31 @@ def _isolated_cwd(tmp_path, monkeypatch):
         monkeypatch.delenv(key)
 
 
+#: loggers that get a console handler when their package is imported (bound to the sys.stderr of that moment)
+_CONSOLE_LOGGERS = ("lightning", "lightning.pytorch", "lightning.fabric", "torchmetrics")
+
+
+@contextlib.contextmanager
+def _console_logs_to(stream) -> Iterator[None]:
+    """Points the libraries' console log handlers at ``stream`` (the test's captured stderr) for a while. Left
+    alone they keep writing to the stream captured when the library was first imported — in-process that may be
+    an earlier test's, already closed ("--- Logging error --- Traceback ..." in later tests' stderr)."""
+    handlers = [
+        h
+        for name in _CONSOLE_LOGGERS
+        for h in logging.getLogger(name).handlers
+        if type(h) is logging.StreamHandler
+    ]
+    previous = [h.stream for h in handlers]
+    for handler in handlers:
+        handler.setStream(stream)
+    try:
+        yield
+    finally:
+        for handler, old in zip(handlers, previous):
+            handler.setStream(old)
+
+
 @pytest.fixture
 def cli(capsys):
     """Runs ``python -m lit_gen ARGS`` in-process; returns (exit code, stdout, stderr)."""
@@ -39,7 +69,8 @@ def cli(capsys):
 
     def run(*args: str) -> tuple[int, str, str]:
         try:
-            main([str(a) for a in args])
+            with _console_logs_to(sys.stderr):
+                main([str(a) for a in args])
             code = 0
         except SystemExit as exit_:
             code = exit_.code if isinstance(exit_.code, int) else 1

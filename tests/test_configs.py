@@ -1,0 +1,110 @@
+"""Every config in ``configs/`` parses (``--print_config``, no data needed) and trains one batch
+(``fit --trainer.fast_dev_run=true``).
+
+Configs whose data needs a download run on small fixtures (see ``tests/fixtures.py``): MNIST on the real test
+files in ``../shared/data/mnist``, CIFAR-10 on a tiny fake in its pickle format, image folders on 20 PNGs.
+A config added later is picked up automatically with no overrides; if it needs data, its fit fails here until
+its author adds an entry to ``CONFIG_OVERRIDES``.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import inspect
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+import yaml
+from conftest import CONFIGS, SHARED_DATA
+
+CONFIG_FILES = sorted(CONFIGS.glob("*.yaml"))
+
+#: config file name pattern (fnmatch) -> function of test fixtures (by parameter name) returning extra CLI args
+#: for the fast_dev_run test. The first matching pattern applies; a config matching none gets no overrides.
+CONFIG_OVERRIDES: dict[str, Callable[..., list[str]]] = {
+    "*fashion*mnist*.yaml": lambda: pytest.fail(
+        "no offline Fashion-MNIST fixture: add one to tests/fixtures.py"
+    ),
+    "*mnist*.yaml": lambda mnist_dir: [
+        *("--data.init_args.data_dir", mnist_dir, "--data.init_args.download", "false"),
+        *("--data.init_args.num_workers", "0"),
+    ],
+    # torchvision checks CIFAR-10's files against the real archive's MD5: cifar10_skip_md5 checks existence only.
+    # The fake has 40 training images, fewer than the configs' batch sizes (drop_last would leave no batch).
+    "*cifar10*.yaml": lambda cifar10_dir, cifar10_skip_md5: [
+        *("--data.init_args.data_dir", cifar10_dir, "--data.init_args.download", "false"),
+        *("--data.init_args.num_workers", "0", "--data.init_args.batch_size", "8"),
+    ],
+    # 20 PNGs; two loader workers as in the config, so the worker path is exercised once
+    "imagefolder*.yaml": lambda image_folder: [
+        "--data.init_args.root",
+        image_folder,
+        "--data.init_args.batch_size",
+        "8",
+    ],
+    # Tiny Shakespeare from ../shared/data; batch 2 keeps the 10.7M-parameter GPT's one step short on a CPU
+    "gpt_shakespeare*.yaml": lambda: [
+        *("--data.init_args.path", SHARED_DATA / "text" / "tinyshakespeare.txt"),
+        *("--data.init_args.batch_size", "2"),
+    ],
+}
+
+
+def overrides_for(config: Path, request: pytest.FixtureRequest) -> list[str]:
+    for pattern, make_args in CONFIG_OVERRIDES.items():
+        if fnmatch.fnmatch(config.name, pattern):
+            fixtures = {
+                name: request.getfixturevalue(name) for name in inspect.signature(make_args).parameters
+            }
+            return [str(arg) for arg in make_args(**fixtures)]
+    return []
+
+
+def test_configs_are_found():
+    assert len(CONFIG_FILES) >= 8
+    names = {p.name for p in CONFIG_FILES}
+    for expected in (
+        "gan.yaml",
+        "dcgan_mnist.yaml",
+        "dcgan_cifar10.yaml",
+        "wgan_gp_cifar10.yaml",
+        "sngan_cifar10.yaml",
+        "toy_ring.yaml",
+        "toy_grid.yaml",
+        "imagefolder.yaml",
+    ):
+        assert expected in names
+
+
+@pytest.mark.parametrize("config", CONFIG_FILES, ids=lambda p: p.name)
+def test_config_sets_seed_and_says_what_it_is(config):
+    text = config.read_text()
+    raw = yaml.safe_load(text)
+    assert isinstance(raw.get("seed_everything"), int), "every config sets seed_everything explicitly"
+    assert text.lstrip().startswith("#"), "a config starts with a comment saying what it reproduces"
+
+
+@pytest.mark.parametrize("config", CONFIG_FILES, ids=lambda p: p.name)
+def test_print_config(cli, config):
+    code, out, err = cli("fit", "--config", config, "--print_config")
+    assert code == 0, err
+    printed = yaml.safe_load(out)
+    raw = yaml.safe_load(config.read_text())
+    assert printed["seed_everything"] == raw["seed_everything"]
+    assert printed["model"]["class_path"] == raw["model"]["class_path"]
+    assert printed["data"]["class_path"] == raw["data"]["class_path"]
+    assert not Path("runs").exists(), "--print_config must not create a run directory"
+
+
+# a DataModule too small for the batch size would make fast_dev_run train nothing and still exit 0
+@pytest.mark.filterwarnings("error:Total length of .* across ranks is zero")
+@pytest.mark.parametrize("config", CONFIG_FILES, ids=lambda p: p.name)
+def test_fast_dev_run(cli, config, request):
+    args = overrides_for(config, request)
+    code, out, err = cli("fit", "--config", config, "--trainer.fast_dev_run", "true", *args)
+    assert code == 0, (
+        f"{config.name} failed under fast_dev_run with overrides {args}; if it needs data, add an entry to "
+        f"CONFIG_OVERRIDES in tests/test_configs.py.\n{err[-3000:]}"
+    )
+    assert "Traceback" not in err and "lit_gen: error" not in err
