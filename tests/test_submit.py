@@ -182,7 +182,7 @@ def test_submit_writes_script_and_resolved_config_into_the_run_directory(cli, tm
 
 
 def test_resume_choice_in_the_script(cli, tmp_path):
-    """The script's resume rule, run with bash: fresh start, Lightning's hpc checkpoint, a newer last.ckpt."""
+    """The script's resume rule, run with bash: fresh start, Lightning's hpc checkpoint, a much newer last.ckpt."""
     code, out, _ = cli("submit", "--config", TINY, "--run.dir", tmp_path / "run", "--dry-run")
     assert code == 0
     body = out[out.index("RUN_DIR=") : out.index("srun ")] + 'echo "$CKPT"\n'
@@ -202,7 +202,11 @@ def test_resume_choice_in_the_script(cli, tmp_path):
         (run_dir / f"hpc_ckpt_{n}.ckpt").write_text("")
     subprocess.run(["touch", "-d", "1 hour ago", str(run_dir / "checkpoints" / "last.ckpt")], check=True)
     assert choice("1") == "hpc"
-    (run_dir / "checkpoints" / "last.ckpt").write_text("newer")
+    # last.ckpt saved on the SIGTERM that stops the requeued job, seconds after hpc_ckpt_10: still hpc
+    subprocess.run(["touch", "-d", "10 seconds ago", str(run_dir / "hpc_ckpt_10.ckpt")], check=True)
+    (run_dir / "checkpoints" / "last.ckpt").write_text("")
+    assert choice("1") == "hpc"
+    # last.ckpt written long after it (the run trained on, then a node failure requeued it): last
     subprocess.run(["touch", "-d", "1 hour ago", str(run_dir / "hpc_ckpt_10.ckpt")], check=True)
     assert choice("2") == "last"
 

@@ -265,10 +265,11 @@ def render_script(
     lines += [
         'echo "lit_gen: job $SLURM_JOB_ID (restart ${SLURM_RESTART_COUNT:-0}) on $(hostname), run dir $RUN_DIR"',
         "# Resume: from Lightning's newest hpc_ckpt_N.ckpt (saved on SIGUSR1 before the job was requeued),",
-        "# or from last.ckpt where that is newer or the job was requeued without one (e.g. a node failure).",
+        "# or from last.ckpt where the job was requeued without one (e.g. a node failure) or where last.ckpt",
+        "# was written well after it (the run trained on after resuming from it).",
         'HPC=$(ls -1v "$RUN_DIR"/hpc_ckpt_*.ckpt 2> /dev/null | tail -n 1 || true)',
         f"LAST={last}/last.ckpt",
-        'if [ -n "$HPC" ] && ! [ "$LAST" -nt "$HPC" ]; then',
+        'if [ -n "$HPC" ] && { [ ! -e "$LAST" ] || [ "$(stat -c %Y "$LAST")" -le "$(($(stat -c %Y "$HPC") + 300))" ]; }; then',
         "    CKPT=hpc",
         'elif [ -n "$HPC" ] || [ "${SLURM_RESTART_COUNT:-0}" != 0 ]; then',
         "    CKPT=last",
