@@ -139,9 +139,12 @@ class LitGenCLI(LightningCLI):
 
     def parse_arguments(self, parser: LightningArgumentParser, args: Any) -> None:
         """Parses like LightningCLI, but a logger given without ``save_dir`` (``--trainer.logger=CSVLogger``)
-        is valid: it gets the run directory in ``before_instantiate_classes``."""
+        is valid: it gets the run directory in ``before_instantiate_classes``. ``--key=None`` means null, as
+        a W&B sweep agent writes a null parameter value."""
         if isinstance(args, (dict, Namespace)):
             return super().parse_arguments(parser, args)
+        if args is not None:
+            args = [f"{a[:-5]}=null" if a.startswith("--") and a.endswith("=None") else a for a in args]
         self.config = parser.parse_args(args, _skip_validation=True)
         for logger in _logger_configs(self.config.get(str(self.config.get("subcommand")))):
             if logger.init_args.get("save_dir") in (None, ""):
@@ -172,9 +175,8 @@ class LitGenCLI(LightningCLI):
                 f"ckpt_path: '{ckpt_path}' holds a {stored_class}, but the config's model is "
                 f"{model.get('class_path')}"
             )
-        init_args = model.get("init_args")
-        current = init_args.as_dict() if isinstance(init_args, Namespace) else {}
-        differing = sorted(k for k in hparams.keys() & current.keys() if hparams[k] != current[k])
+        current = _plain(model.get("init_args")) or {}
+        differing = sorted(k for k in hparams.keys() & current.keys() if _plain(hparams[k]) != current[k])
         if differing:
             warnings.warn(
                 f"--ckpt_path {ckpt_path}: the config's model.init_args differ from the checkpoint's in "
@@ -258,6 +260,19 @@ class LitGenCLI(LightningCLI):
             if not any(self.run_dir.iterdir()):
                 self.run_dir.rmdir()
                 self._remove_empty_parents()
+
+
+def _plain(value: Any) -> Any:
+    """A config value as plain data (callables by import path), to compare a config with stored hparams."""
+    if isinstance(value, Namespace):
+        value = value.as_dict()
+    if isinstance(value, dict):
+        return {k: _plain(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_plain(v) for v in value]
+    if callable(value) and hasattr(value, "__qualname__"):
+        return f"{value.__module__}.{value.__qualname__}"
+    return value
 
 
 _NOISE_PREFIXES = (

@@ -1,0 +1,209 @@
+"""Bit-exact resume: ``fit`` for 2N steps == ``fit`` N steps, stop, ``fit --config <run>/config.yaml
+--ckpt_path last`` N more — parameters, EMA, both optimizers, LR schedulers, RNG states, loop counters and the
+data loader's position, compared bitwise on CPU — and the ``--ckpt_path`` hyper-parameter policy."""
+
+from __future__ import annotations
+
+import random
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from lightning.pytorch import Callback
+
+from lit_gen.cli import main
+
+# n_critic 2 (global_step = batches + batches // 2), WGAN-GP (its own noise stream), LR schedulers on both
+# players, EMA; 64 points / batch 8 = 8 batches per epoch, so the stop after 5 batches is mid-epoch and the
+# resumed half crosses an epoch boundary
+GAN_CONFIG = """
+seed_everything: 3
+trainer:
+  accelerator: cpu
+  devices: 1
+  max_steps: 15
+  log_every_n_steps: 1
+  enable_progress_bar: false
+  enable_model_summary: false
+model:
+  class_path: lit_gen.models.GAN
+  init_args:
+    generator:
+      class_path: lit_gen.nets.MLPGenerator
+      init_args: {latent_dim: 2, hidden: [16, 16], data_dim: 2}
+    discriminator:
+      class_path: lit_gen.nets.MLPDiscriminator
+      init_args: {data_dim: 2, hidden: [16, 16]}
+    loss: lit_gen.losses.Wasserstein
+    penalty: lit_gen.losses.WGANGP
+    n_critic: 2
+    ema_decay: 0.9
+    generator_lr_scheduler:
+      class_path: torch.optim.lr_scheduler.StepLR
+      init_args: {step_size: 2, gamma: 0.5}
+    discriminator_lr_scheduler:
+      class_path: torch.optim.lr_scheduler.StepLR
+      init_args: {step_size: 3, gamma: 0.9}
+data:
+  class_path: lit_gen.data.Ring
+  init_args: {num_train: 64, num_val: 16, batch_size: 8}
+checkpoint:
+  every_n_train_steps: 3
+"""
+GAN_HALF_STEPS = 7  # 5 batches
+
+
+class DrawsGlobalRandom(Callback):
+    """Stands for any user of the global RNGs in training (dropout, augmentation in the main process)."""
+
+    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:
+        torch.rand(3), np.random.rand(3), random.random()
+
+
+# the VAE draws its noise from per-batch generators; DrawsGlobalRandom makes the global RNG states matter, and
+# validations (every 4 batches) must not shift them
+VAE_CONFIG = """
+seed_everything: 5
+trainer:
+  accelerator: cpu
+  devices: 1
+  max_steps: 12
+  log_every_n_steps: 1
+  enable_progress_bar: false
+  enable_model_summary: false
+  limit_val_batches: 2
+  val_check_interval: 4
+  num_sanity_val_steps: 1
+  callbacks:
+    - class_path: test_resume.DrawsGlobalRandom
+model:
+  class_path: lit_gen.models.VAE
+  init_args:
+    encoder:
+      class_path: lit_gen.nets.MLPEncoder
+      init_args: {image_shape: [1, 8, 8], hidden: [16], latent_dim: 4}
+    decoder:
+      class_path: lit_gen.nets.MLPDecoder
+      init_args: {latent_dim: 4, hidden: [16], image_shape: [1, 8, 8], params_per_pixel: 1}
+    likelihood:
+      class_path: lit_gen.models.vae.Bernoulli
+      init_args: {binarize: true}
+    val_k: 2
+data:
+  class_path: lit_gen.data.Digits
+  init_args: {image_size: 8, batch_size: 64}
+checkpoint:
+  every_n_train_steps: 5
+"""
+VAE_HALF_STEPS = 6  # a validation ran at step 4 in both runs; the uninterrupted one validates at 8 too
+
+
+def run(*args: str) -> None:
+    """``python -m lit_gen ARGS`` in-process; fails the test on a non-zero exit."""
+    try:
+        main([str(a) for a in args])
+    except SystemExit as exit_:
+        assert exit_.code in (0, None), f"lit_gen {' '.join(map(str, args))} exited with {exit_.code}"
+
+
+def differences(a, b, path: str = "") -> list[str]:
+    """Paths at which two checkpoint trees differ (tensors compared bitwise)."""
+    if isinstance(a, torch.Tensor):
+        same = isinstance(b, torch.Tensor) and a.dtype == b.dtype and a.shape == b.shape and torch.equal(a, b)
+        return [] if same else [path]
+    if isinstance(a, dict):
+        if not isinstance(b, dict) or a.keys() != b.keys():
+            return [f"{path} (keys)"]
+        return [d for k in a for d in differences(a[k], b[k], f"{path}/{k}")]
+    if isinstance(a, (list, tuple)):
+        if not isinstance(b, (list, tuple)) or len(a) != len(b):
+            return [f"{path} (length)"]
+        return [d for i, (x, y) in enumerate(zip(a, b)) for d in differences(x, y, f"{path}[{i}]")]
+    return [] if a == b else [f"{path}: {a!r} != {b!r}"]
+
+
+#: what must be equal after resume (the callbacks' state holds paths, which differ between runs)
+RESUMED_STATE = (
+    "state_dict",
+    "optimizer_states",
+    "lr_schedulers",
+    "rng_states",
+    "loops",
+    "global_step",
+    "epoch",
+)
+
+
+def last_checkpoint(root: Path) -> dict:
+    (path,) = root.glob("*/*/checkpoints/last.ckpt")
+    return torch.load(path, map_location="cpu", weights_only=True)
+
+
+def fit_whole_and_resumed(tmp: Path, config: str, half: int, whole: int) -> tuple[dict, dict, Path]:
+    (tmp / "model.yaml").write_text(config)
+    run("fit", "--config", tmp / "model.yaml", "--run.root", tmp / "whole")
+    run("fit", "--config", tmp / "model.yaml", "--run.root", tmp / "parts", "--trainer.max_steps", half)
+    (run_dir,) = (tmp / "parts").glob("*/*")
+    assert last_checkpoint(tmp / "parts")["global_step"] == half
+    run("fit", "--config", run_dir / "config.yaml", "--ckpt_path", "last", "--trainer.max_steps", whole)
+    return last_checkpoint(tmp / "whole"), last_checkpoint(tmp / "parts"), run_dir
+
+
+@pytest.fixture(scope="module")
+def gan_runs(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("gan_resume")
+    return fit_whole_and_resumed(tmp, GAN_CONFIG, GAN_HALF_STEPS, 15)
+
+
+def test_gan_resume_is_bitwise_equal_to_the_uninterrupted_run(gan_runs):
+    whole, resumed, _ = gan_runs
+    assert whole["global_step"] == resumed["global_step"] == 15
+    for key in RESUMED_STATE:
+        assert differences(whole[key], resumed[key], key) == [], key
+    # what is compared is not trivially equal: the EMA, both optimizers and both schedulers moved
+    assert int(whole["state_dict"]["generator_ema.n_averaged"]) == 5
+    assert len(whole["optimizer_states"]) == 2 and all(s["state"] for s in whole["optimizer_states"])
+    assert [s["last_epoch"] for s in whole["lr_schedulers"]] == [5, 10]
+    # the loader's position is in the checkpoint: 10 batches = one epoch of 8 + 2
+    assert whole["loops"]["fit_loop"]["state_dict"]["combined_loader"] == [{"epoch": 1, "batches": 2}]
+
+
+def test_gan_checkpoint_holds_no_metric_networks_and_loads_weights_only(gan_runs):
+    whole, _, _ = gan_runs
+    prefixes = {key.split(".")[0] for key in whole["state_dict"]}
+    assert prefixes == {"generator", "discriminator", "generator_ema", "batches_seen"}
+
+
+def test_ckpt_path_hyperparameters_do_not_override_the_config(gan_runs, tmp_path):
+    _, _, run_dir = gan_runs
+    step_ckpt = sorted(run_dir.glob("checkpoints/epoch=*.ckpt"))[-1]
+    with pytest.warns(UserWarning, match=r"differ from the checkpoint's in ema_decay, n_critic"):
+        run(
+            "fit", "--config", run_dir.parents[2] / "model.yaml", "--run.root", tmp_path,
+            "--ckpt_path", step_ckpt, "--trainer.max_steps", 18,
+            "--model.init_args.ema_decay", 0.5, "--model.init_args.n_critic", 1,
+        )  # fmt: skip
+    resumed = last_checkpoint(tmp_path)
+    assert resumed["hyper_parameters"]["ema_decay"] == 0.5 and resumed["hyper_parameters"]["n_critic"] == 1
+
+
+def test_ckpt_path_of_another_model_class_is_a_one_line_error(gan_runs, cli, tmp_path):
+    _, _, run_dir = gan_runs
+    (tmp_path / "vae.yaml").write_text(VAE_CONFIG)
+    code, _, err = cli(
+        "fit", "--config", tmp_path / "vae.yaml", "--ckpt_path", run_dir / "checkpoints/last.ckpt"
+    )
+    assert code == 2
+    assert (
+        err.strip().count("\n") == 0 and "holds a lit_gen.models.GAN" in err and "lit_gen.models.VAE" in err
+    )
+
+
+def test_vae_resume_is_bitwise_equal_to_the_uninterrupted_run(tmp_path):
+    whole, resumed, _ = fit_whole_and_resumed(tmp_path, VAE_CONFIG, VAE_HALF_STEPS, 12)
+    for key in RESUMED_STATE:
+        assert differences(whole[key], resumed[key], key) == [], key
+    # training drew from the global RNGs, so restoring their states is what made this equal
+    torch.manual_seed(5)
+    assert not torch.equal(whole["rng_states"][0]["torch"], torch.get_rng_state())
