@@ -118,14 +118,15 @@ class GenerativeMetrics(Metric):
             self.fake_sum, self.fake_outer = self.fake_sum.to(device), self.fake_outer.to(device)
 
     @torch.no_grad()
-    def update(self, images: Tensor) -> None:
-        """Adds generated images (N, C, H, W) in [0, 1]."""
-        features, logits = self.extractor.extract(images.to(self.device))
-        self.update_features(features, logits)
-
-    def update_features(self, features: Tensor, logits: Tensor | None = None) -> None:
-        """Adds precomputed features (N, D) (and class logits for the Inception Score)."""
-        features = features.detach()
+    def update(
+        self, images: Tensor | None = None, features: Tensor | None = None, logits: Tensor | None = None
+    ) -> None:
+        """Adds generated images (N, C, H, W) in [0, 1], or precomputed ``features`` (N, D) (and class
+        ``logits`` for the Inception Score)."""
+        if images is not None:
+            features, logits = self.extractor.extract(images.to(self.device))
+        if features is None:
+            raise ValueError("GenerativeMetrics.update needs images or features")
         self._ensure_sums(features.shape[1], features.device)
         f64 = features.double()
         self.fake_sum += f64.sum(0)
@@ -134,7 +135,11 @@ class GenerativeMetrics(Metric):
         if {"kd", "pr", "dc"} & set(self.metrics):
             self.fake_features.append(features.float())
         if "is" in self.metrics and logits is not None:
-            self.fake_logits.append(logits.detach().float())
+            self.fake_logits.append(logits.float())
+
+    def update_features(self, features: Tensor, logits: Tensor | None = None) -> None:
+        """Adds precomputed features (N, D) (and class logits for the Inception Score)."""
+        self.update(features=features, logits=logits)
 
     def compute(self) -> dict[str, Tensor]:
         if self.reference is None:
