@@ -2,7 +2,8 @@
 
     python experiments/sweeps/check.py experiments/sweeps/*.yaml
 
-For each sweep: builds the command a ``wandb agent`` runs (its ``command`` with ``${args}`` expanded by
+Run from anywhere; config paths in the sweeps' commands are relative to the repository root, where
+``wandb agent`` is to be started. For each sweep: builds the command a ``wandb agent`` runs (its ``command`` with ``${args}`` expanded by
 W&B's own code: ``--key=value`` per parameter) and parses it with lit_gen's CLI, once with every parameter at
 its first value and once per further value of each parameter. Nothing is trained and no run directory is
 made. A key the CLI does not know, or a value it rejects, ends with one line naming the sweep file and the
@@ -11,6 +12,7 @@ parameter (``lit_gen: error: ...``) and exit status 2.
 
 from __future__ import annotations
 
+import contextlib
 import sys
 from pathlib import Path
 from typing import Any
@@ -22,6 +24,8 @@ from lit_gen.cli import LitGenCLI, fail, summarize_parse_error
 from lit_gen.errors import LitGenError
 
 METHODS = ("grid", "random", "bayes")
+#: where ``wandb agent`` is run, so that the sweeps' ``--config configs/...`` paths resolve
+REPO_ROOT = Path(__file__).resolve().parents[2]
 
 
 def parameter_values(path: Path, key: str, spec: Any) -> list[Any]:
@@ -164,7 +168,9 @@ def main(argv: list[str] | None = None) -> None:
         fail("usage: python experiments/sweeps/check.py SWEEP.yaml [SWEEP.yaml ...]")
     try:
         for text in paths:
-            checked = check_sweep(Path(text))
+            path = Path(text).resolve()
+            with contextlib.chdir(REPO_ROOT):  # agents run from the repository root (config paths)
+                checked = check_sweep(path)
             print(f"ok: {text} ({checked} parameter sets parsed by the CLI)")
     except LitGenError as err:
         fail(str(err))
