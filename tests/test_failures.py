@@ -1,0 +1,216 @@
+"""Failures that must lose nothing: SIGTERM / Ctrl-C mid-run leave a resumable checkpoint (and the resumed run
+equals an uninterrupted one), checkpoint writes are atomic, truncated / corrupt / code-carrying checkpoints are
+one-line errors, and a non-finite loss stops the run naming the step and the term (or is skipped, if set)."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+from lightning.pytorch import Callback
+from test_resume import differences, last_checkpoint, run
+
+from lit_gen.checkpoints import SafeCheckpointIO, atomic_torch_save
+
+CONFIG = """
+seed_everything: 1
+trainer:
+  accelerator: cpu
+  devices: 1
+  max_steps: {max_steps}
+  log_every_n_steps: 1
+  enable_progress_bar: false
+  enable_model_summary: false
+  callbacks: {callbacks}
+model:
+  class_path: lit_gen.models.GAN
+  init_args:
+    generator:
+      class_path: lit_gen.nets.MLPGenerator
+      init_args: {{latent_dim: 2, hidden: [16, 16], data_dim: 2}}
+    discriminator:
+      class_path: lit_gen.nets.MLPDiscriminator
+      init_args: {{data_dim: 2, hidden: [16, 16]}}
+    ema_decay: 0.9
+data:
+  class_path: lit_gen.data.Ring
+  init_args: {{num_train: 64, num_val: 16, batch_size: 8}}
+checkpoint:
+  every_n_train_steps: 2
+"""
+
+
+def write_config(path: Path, max_steps: int = 8, callbacks: str = "[]") -> Path:
+    path.write_text(CONFIG.format(max_steps=max_steps, callbacks=callbacks))
+    return path
+
+
+def one_line_error(code: int, err: str) -> str:
+    assert code == 2, err
+    lines = [line for line in err.splitlines() if line.startswith("lit_gen: error:")]
+    assert len(lines) == 1 and "Traceback" not in err, err
+    return lines[0]
+
+
+# --- stopping by signal ------------------------------------------------------------------------------------------
+
+
+def start_fit(config: Path, root: Path) -> subprocess.Popen:
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    env.pop("LIT_GEN_RUN_DIR", None)
+    command = [sys.executable, "-m", "lit_gen", "fit", "--config", str(config), "--run.root", str(root)]
+    return subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+
+
+def wait_for_checkpoint(process: subprocess.Popen, root: Path, timeout: float = 120) -> None:
+    deadline = time.monotonic() + timeout
+    while not list(root.glob("*/*/checkpoints/epoch=*.ckpt")):
+        assert process.poll() is None, process.communicate()
+        assert time.monotonic() < deadline, "no checkpoint appeared"
+        time.sleep(0.2)
+
+
+@pytest.mark.slow
+def test_sigterm_and_ctrl_c_stop_after_a_batch_with_a_checkpoint_that_resumes_exactly(tmp_path):
+    config = write_config(tmp_path / "gan.yaml", max_steps=100_000)
+    runs = {signal.SIGTERM: tmp_path / "term", signal.SIGINT: tmp_path / "int"}
+    processes = {signum: start_fit(config, root) for signum, root in runs.items()}  # side by side: 2 cores
+    for signum, process in processes.items():
+        wait_for_checkpoint(process, runs[signum])
+        process.send_signal(signum)
+    for signum, process in processes.items():
+        _, err = process.communicate(timeout=120)
+        assert process.returncode == 128 + signum, err
+        assert f"stopped by {signal.Signals(signum).name}" in err and "--ckpt_path last" in err
+        assert "Traceback" not in err
+
+    # resume the SIGTERM run 4 optimizer steps further; an uninterrupted run to that step must equal it
+    stopped = last_checkpoint(runs[signal.SIGTERM])
+    target = stopped["global_step"] + 4
+    (run_dir,) = runs[signal.SIGTERM].glob("*/*")
+    run("fit", "--config", run_dir / "config.yaml", "--ckpt_path", "last", "--trainer.max_steps", target)
+    run("fit", "--config", config, "--run.root", tmp_path / "whole", "--trainer.max_steps", target)
+    resumed, whole = last_checkpoint(runs[signal.SIGTERM]), last_checkpoint(tmp_path / "whole")
+    assert resumed["global_step"] == whole["global_step"] == target
+    for key in ("state_dict", "optimizer_states", "rng_states", "loops"):
+        assert differences(whole[key], resumed[key], key) == [], key
+    assert last_checkpoint(runs[signal.SIGINT])["global_step"] > 0
+
+
+# --- checkpoint files --------------------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def finished_run(tmp_path_factory) -> Path:
+    tmp = tmp_path_factory.mktemp("finished")
+    run("fit", "--config", write_config(tmp / "gan.yaml", max_steps=4), "--run.root", tmp / "runs")
+    (run_dir,) = (tmp / "runs").glob("*/*")
+    return run_dir
+
+
+def test_truncated_or_corrupt_checkpoint_is_a_one_line_error(finished_run, cli, tmp_path):
+    data = (finished_run / "checkpoints/last.ckpt").read_bytes()
+    truncated = tmp_path / "truncated.ckpt"
+    truncated.write_bytes(data[: len(data) // 2])
+    garbage = tmp_path / "garbage.ckpt"
+    garbage.write_bytes(b"not a checkpoint at all")
+    config = finished_run / "config.yaml"
+    for bad in (truncated, garbage):
+        line = one_line_error(*cli("fit", "--config", config, "--ckpt_path", bad)[::2])
+        assert "ckpt_path" in line and str(bad) in line and "not a readable checkpoint" in line
+    # `--ckpt_path last` resolves to the run's last.ckpt inside the trainer: the same one-line error there
+    run_dir = tmp_path / "copy"
+    (run_dir / "checkpoints").mkdir(parents=True)
+    (run_dir / "checkpoints/last.ckpt").write_bytes(data[: len(data) // 3])
+    code, _, err = cli(
+        "fit", "--config", config, "--run.dir", run_dir, "--checkpoint.dirpath", run_dir / "checkpoints",
+        "--ckpt_path", "last",
+    )  # fmt: skip
+    assert "not a readable checkpoint" in one_line_error(code, err)
+
+
+class _RunsCode:
+    """A pickle that would run code when unpickled without ``weights_only``."""
+
+    def __init__(self, marker: Path) -> None:
+        self.marker = marker
+
+    def __reduce__(self):
+        return (Path.touch, (self.marker,))
+
+
+def test_checkpoint_loading_never_executes_code_from_the_file(finished_run, cli, tmp_path):
+    marker = tmp_path / "code-was-executed"
+    evil = tmp_path / "evil.ckpt"
+    checkpoint = torch.load(finished_run / "checkpoints/last.ckpt", weights_only=True)
+    checkpoint["payload"] = _RunsCode(marker)
+    torch.save(checkpoint, evil)
+    line = one_line_error(*cli("fit", "--config", finished_run / "config.yaml", "--ckpt_path", evil)[::2])
+    assert "not a readable checkpoint" in line
+    with pytest.raises(Exception, match="not a readable checkpoint"):
+        SafeCheckpointIO().load_checkpoint(evil)
+    assert not marker.exists()
+
+
+def test_checkpoint_writes_are_atomic(tmp_path, monkeypatch):
+    path = tmp_path / "last.ckpt"
+    atomic_torch_save({"step": 1}, path)
+
+    def crash_mid_write(obj, f):
+        f.write(b"PK\x03\x04 partial")
+        raise OSError("disk full")
+
+    monkeypatch.setattr(torch, "save", crash_mid_write)
+    with pytest.raises(OSError, match="disk full"):
+        SafeCheckpointIO().save_checkpoint({"step": 2}, path)
+    monkeypatch.undo()
+    assert torch.load(path, weights_only=True) == {"step": 1}
+    assert [p.name for p in tmp_path.iterdir()] == ["last.ckpt"]  # no temporary file left behind
+
+
+# --- non-finite losses -------------------------------------------------------------------------------------------
+
+
+class PoisonBatch(Callback):
+    """Puts a NaN into the real data of one training batch."""
+
+    def __init__(self, batch: int) -> None:
+        self.batch = batch
+
+    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:
+        if trainer.fit_loop.epoch_loop.batch_progress.total.ready - 1 == self.batch:
+            batch[0][0, 0] = float("nan")
+
+
+POISON_AT_4 = "[{class_path: test_failures.PoisonBatch, init_args: {batch: 4}}]"
+
+
+def test_non_finite_loss_stops_naming_step_and_term_and_keeps_the_last_good_checkpoint(cli, tmp_path):
+    config = write_config(tmp_path / "gan.yaml", max_steps=20, callbacks=POISON_AT_4)
+    code, _, err = cli("fit", "--config", config)
+    line = one_line_error(code, err)
+    assert "non-finite training loss at batch 4" in line and "global step 10" in line
+    assert "train/d_loss" in line and "last good checkpoint" in line
+    last = last_checkpoint(Path("runs"))
+    assert last["global_step"] == 8  # batches 0-3
+    assert all(torch.isfinite(v).all() for v in last["state_dict"].values() if v.is_floating_point())
+
+
+def test_non_finite_steps_can_be_skipped_and_counted(cli, tmp_path):
+    config = write_config(tmp_path / "gan.yaml", max_steps=12, callbacks=POISON_AT_4)
+    code, _, err = cli("fit", "--config", config, "--nonfinite.max_skips", 2)
+    assert code == 0, err
+    last = last_checkpoint(Path("runs"))
+    assert last["global_step"] == 12
+    assert all(torch.isfinite(v).all() for v in last["state_dict"].values() if v.is_floating_point())
+    # the D step of batch 4 was skipped: Adam's step count of D is one behind G's
+    steps = [int(next(iter(s["state"].values()))["step"]) for s in last["optimizer_states"]]
+    assert steps == [6, 5]
+    (metrics,) = Path("runs").glob("*/*/csv/metrics.csv")
+    assert "train/skipped_steps" in metrics.read_text().splitlines()[0]
