@@ -2,8 +2,9 @@
 Debian packages, started without systemd by ``tests/slurm/start-slurm.sh`` and stopped by pid by
 ``tests/slurm/stop-slurm.sh``), and helpers to watch its jobs.
 
-The cluster is started once per test session, only where none is running already, and only what was started
-here is stopped at the end. It needs root and the Debian package archive (CI has both). Where it cannot be
+The cluster is started once per test session unless the scripts' cluster is running already (a cluster they
+did not start, e.g. a real one on a login node, is never used), and only what was started here is stopped at
+the end. It needs root and the Debian package archive (CI has both). Where it cannot be
 started the slurm tests FAIL; set ``LIT_GEN_SKIP_SLURM=1`` (or deselect with ``-m "not slurm"``) to skip them.
 """
 
@@ -18,6 +19,8 @@ from pathlib import Path
 import pytest
 
 SCRIPTS = Path(__file__).resolve().parent / "slurm"
+#: where start-slurm.sh records the daemons it started (SLURM_CI_RUN_DIR)
+RECORD = Path(os.environ.get("SLURM_CI_RUN_DIR", "/run/slurm-ci")) / "started"
 #: job states after which a job does not run again
 FINAL_STATES = {
     "COMPLETED",
@@ -50,6 +53,12 @@ def slurm_cluster():
     if os.environ.get("LIT_GEN_SKIP_SLURM") == "1":
         pytest.skip("LIT_GEN_SKIP_SLURM=1: SLURM tests skipped on request")
     started = False
+    if cluster_is_up() and not RECORD.is_file():
+        pytest.fail(
+            "a SLURM cluster that tests/slurm/start-slurm.sh did not start is running here; the tests only "
+            "submit to their own (LIT_GEN_SKIP_SLURM=1 skips them)",
+            pytrace=False,
+        )
     if not (cluster_is_up() and node_is_idle()):
         result = subprocess.run(
             ["bash", str(SCRIPTS / "start-slurm.sh")], capture_output=True, text=True, timeout=600

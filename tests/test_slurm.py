@@ -55,8 +55,9 @@ def final_state(run_dir: Path) -> dict[str, torch.Tensor]:
 
 @pytest.fixture(scope="module")
 def gated_jobs(slurm_cluster, tmp_path_factory):  # noqa: F811
-    """Submits the same tiny GAN fit twice, at once: run A (released at once) and run B (held at batch 20
-    until the test preempts it). Yields {name: (job id, run dir)}; cancels what is left at the end."""
+    """Submits the same tiny GAN fit twice, at once: run A (CSV logger, released at once) and run B (offline
+    W&B logger, held at batch 20 until the test preempts it). Yields {name: (job id, run dir)}; cancels what
+    is left at the end."""
     base = tmp_path_factory.mktemp("slurm_jobs")
     config = yaml.safe_load(TINY.read_text())
     config["trainer"]["callbacks"].append(
@@ -68,10 +69,13 @@ def gated_jobs(slurm_cluster, tmp_path_factory):  # noqa: F811
     with pytest.MonkeyPatch.context() as mp:
         mp.chdir(base)
         mp.syspath_prepend(str(ROOT / "tests" / "slurm"))  # submit checks the config's class paths
-        for name in ("A", "B"):
+        for name, logger in (
+            ("A", []),
+            ("B", ["--trainer.logger", "lit_gen.loggers.OfflineFirstWandbLogger"]),
+        ):
             run_dir = base / name
             code, out, err = submit(
-                "--config", config_path, "--run.dir", run_dir,
+                "--config", config_path, "--run.dir", run_dir, *logger,
                 "--slurm.time", "00:10:00", "--slurm.setup", json.dumps(SETUP),
             )  # fmt: skip
             assert code == 0, err
@@ -113,7 +117,13 @@ def test_preempted_fit_requeues_resumes_and_matches_an_uninterrupted_run(gated_j
     # Lightning's HPC checkpoint, taken at the batch where the signal arrived, in the run's own directory
     hpc = torch.load(run_dir / "hpc_ckpt_1.ckpt", map_location="cpu", weights_only=True)
     assert hpc["global_step"] == 2 * GATE_BATCH  # one D and one G step per batch
-    assert "Restoring states from the checkpoint path" in log
+    assert f"Restoring states from the checkpoint path at {run_dir / 'hpc_ckpt_1.ckpt'}" in log
+
+    # both attempts logged to the same (offline) W&B run: its id is kept in the run directory
+    run_id = (run_dir / "wandb_run_id").read_text().strip()
+    attempts = sorted(p.name for p in (run_dir / "wandb").glob("offline-run-*"))
+    # (one offline folder per W&B session: at least one per attempt, all of them the same run)
+    assert len(attempts) >= 2 and all(name.endswith(f"-{run_id}") for name in attempts), attempts
 
     # the requeued run ends exactly where the uninterrupted one does
     wait_for_job(gated_jobs["A"][0])

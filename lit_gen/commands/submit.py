@@ -59,8 +59,9 @@ class SlurmOptions:
         signal_seconds: SIGUSR1 is sent this many seconds before the time limit (``--signal=SIGUSR1@N``);
             Lightning then saves ``hpc_ckpt_N.ckpt`` and requeues the job.
         sbatch: more ``#SBATCH`` options, verbatim, e.g. ``["--qos=high", "--constraint=a100"]``.
-        setup: shell lines run before training, e.g. ``["module load cuda/12.4", "source ~/venv/bin/activate"]``
-            (default: none; the job inherits the submitting shell's environment and runs this Python).
+        setup: shell lines run before training, e.g. ``--slurm.setup+="module load cuda/12.4"
+            --slurm.setup+="source ~/venv/bin/activate"`` (default: none; the job inherits the submitting
+            shell's environment and runs this Python).
         python: the Python that runs lit_gen in the job (default: the one running ``submit``).
     """
 
@@ -313,6 +314,10 @@ def sbatch(script: Path, workdir: Path) -> str:
 
 
 def main(argv: list[str]) -> None:
+    if any(arg in ("-h", "--help") for arg in argv):
+        build_parser().print_help()
+        print("\nAll other arguments are fit's: see `python -m lit_gen fit --help`.")
+        return
     own_args, fit_args = split_argv(argv)
     args = build_parser().parse_args(own_args)
     slurm = SlurmOptions(**vars(args.slurm))
