@@ -214,8 +214,12 @@ class OfflineFirstWandbLogger(WandbLogger):
     @rank_zero_only
     def finalize(self, status: str) -> None:
         """Uploads checkpoints (``log_model``) and finishes the W&B run, so that its files are complete on
-        disk when the trainer returns; a later use of the logger continues the same run."""
+        disk when the trainer returns (``finish`` alone leaves the offline file partly unwritten); a later use of
+        the logger continues the same run."""
         super().finalize(status)
         if self._experiment is not None and hasattr(self._experiment, "finish"):
+            import wandb
+
             self._experiment.finish(exit_code=0 if status == "success" else 1)
             self._experiment = None
+            wandb.teardown()  # waits until W&B's service has written the run's files
