@@ -294,10 +294,17 @@ def save_random_inception_weights(path: str | Path, seed: int = 0) -> Path:
         def load_state_dict(self, state_dict, *args, **kwargs):
             return None if state_dict is None else super().load_state_dict(state_dict, *args, **kwargs)
 
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)
-        with mock.patch.object(fidelity_inception, "load_state_dict_from_url", return_value=None):
-            net = _Unloaded("inception-v3-compat", ["2048"])
+    with mock.patch.object(fidelity_inception, "load_state_dict_from_url", return_value=None):
+        net = _Unloaded("inception-v3-compat", ["2048"])
+    generator = torch.Generator().manual_seed(seed)
+    for (
+        module
+    ) in net.modules():  # He init keeps activations O(1) through the 94 convs (PyTorch's default fades)
+        if isinstance(module, nn.Conv2d):
+            nn.init.kaiming_normal_(module.weight, nonlinearity="relu", generator=generator)
+        elif isinstance(module, nn.Linear):
+            nn.init.normal_(module.weight, std=module.in_features**-0.5, generator=generator)
+            nn.init.zeros_(module.bias)
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     torch.save(net.state_dict(), path)
