@@ -46,6 +46,12 @@ model:
       class_path: lit_gen.nets.MLPDiscriminator
       init_args: {data_dim: 2, hidden: [16]}
     ema_decay: null
+    generator_optimizer:
+      class_path: torch.optim.Adam
+      init_args: {lr: 0.0002, betas: [0.5, 0.999]}
+    discriminator_optimizer:
+      class_path: torch.optim.Adam
+      init_args: {lr: 0.0002, betas: [0.5, 0.999]}
 data:
   class_path: lit_gen.data.Grid
   init_args: {side: 5, spacing: 2.0, std: 0.05, batch_size: 32}
