@@ -17,8 +17,6 @@ import yaml
 from conftest import ROOT
 from slurm_cluster import cancel, slurm_cluster, wait_for_file, wait_for_job  # noqa: F401
 
-pytestmark = pytest.mark.slurm
-
 TINY = ROOT / "tests" / "slurm" / "tiny_gan.yaml"
 GATE_BATCH = 20  # the preempted job is held (and signalled) at the end of this training batch
 #: lines the job scripts run first: the test helpers importable in jobs, one thread per process
@@ -87,6 +85,7 @@ def gated_jobs(slurm_cluster, tmp_path_factory):  # noqa: F811
     cancel(*(job_id for job_id, _ in jobs.values()))
 
 
+@pytest.mark.slurm
 def test_submit_runs_a_gan_fit_to_completion(gated_jobs):
     job_id, run_dir = gated_jobs["A"]
     info = wait_for_job(job_id)
@@ -103,6 +102,7 @@ def test_submit_runs_a_gan_fit_to_completion(gated_jobs):
     assert config["run"]["dir"] == str(run_dir) and config["trainer"]["devices"] == 1
 
 
+@pytest.mark.slurm
 def test_preempted_fit_requeues_resumes_and_matches_an_uninterrupted_run(gated_jobs):
     job_id, run_dir = gated_jobs["B"]
     wait_for_file(run_dir / "gate_reached", job_id)
@@ -133,6 +133,7 @@ def test_preempted_fit_requeues_resumes_and_matches_an_uninterrupted_run(gated_j
     assert not different, f"{len(different)} tensors differ after resume, e.g. {different[:5]}"
 
 
+@pytest.mark.slurm
 def test_two_task_srun_ddp_job_from_the_single_node_template(slurm_cluster, tmp_path):  # noqa: F811
     env = {
         **os.environ,
@@ -181,6 +182,7 @@ def test_two_task_srun_ddp_job_from_the_single_node_template(slurm_cluster, tmp_
     assert str(config["trainer"]["devices"]) == "2" and config["trainer"]["num_nodes"] == 1
 
 
+@pytest.mark.slurm
 def test_sbatch_rejecting_the_script_is_one_line_and_leaves_nothing(slurm_cluster, tmp_path):  # noqa: F811
     code, out, err = submit("--config", TINY, "--slurm.partition", "no_such_partition")
     assert code == 2, err
@@ -188,3 +190,36 @@ def test_sbatch_rejecting_the_script_is_one_line_and_leaves_nothing(slurm_cluste
     assert len(lines) == 1 and lines[0].startswith("lit_gen: error: sbatch rejected submit.sbatch:"), err
     assert "partition" in lines[0].lower()
     assert not (tmp_path / "runs").exists()
+
+
+def test_requeue_signal_mid_batch_checkpoints_at_the_batch_end(tmp_path):
+    """No cluster: SLURM's environment variables and a stand-in ``scontrol``. USR1 arrives before the first
+    optimizer step of batch 5; Lightning's handler alone would checkpoint right there (8 optimizer steps,
+    half a batch); SLURMRequeue makes it checkpoint after the batch (10 steps), then requeue the job, whose
+    SIGTERM (sent by the stand-in scontrol) stops the fit."""
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    scontrol = bin_dir / "scontrol"
+    scontrol.write_text(f'#!/bin/bash\necho "$@" >> {bin_dir}/scontrol_args\nkill -TERM $PPID\n')
+    scontrol.chmod(0o755)
+    env = {
+        **os.environ,
+        "PATH": f"{bin_dir}:{os.environ['PATH']}",
+        "PYTHONPATH": str(ROOT / "tests" / "slurm"),
+        "OMP_NUM_THREADS": "1",
+        **{f"SLURM_{k}": v for k, v in [("JOB_ID", "4242"), ("JOB_NAME", "lit_gen-test"), ("NTASKS", "1"),
+           ("NTASKS_PER_NODE", "1"), ("NNODES", "1"), ("PROCID", "0"), ("LOCALID", "0"), ("NODEID", "0"),
+           ("NODELIST", "localhost")]},
+    }  # fmt: skip
+    env.pop("LIT_GEN_RUN_DIR", None)
+    result = subprocess.run(
+        [sys.executable, "-m", "lit_gen", "fit", "--config", str(TINY), "--run.root", "runs",
+         "--trainer.callbacks+=slurm_gate.SignalAt", "--trainer.callbacks.batch", "5"],
+        capture_output=True, text=True, env=env, cwd=tmp_path, timeout=300,
+    )  # fmt: skip
+    run_dir = tmp_path / "runs" / "tiny_gan" / "slurm-4242"  # the CLI's run directory inside a SLURM job
+    assert (bin_dir / "scontrol_args").read_text() == "requeue 4242\n", result.stderr[-3000:]
+    hpc = torch.load(run_dir / "hpc_ckpt_1.ckpt", map_location="cpu", weights_only=True)
+    assert hpc["global_step"] == 10, result.stderr[-3000:]  # 5 whole batches of one D and one G step
+    last = torch.load(run_dir / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=True)
+    assert last["global_step"] == 10  # trained no further than the checkpoint the requeued job resumes from

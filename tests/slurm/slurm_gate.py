@@ -3,6 +3,7 @@ preempt it at a known point while it trains."""
 
 from __future__ import annotations
 
+import os
 import time
 from pathlib import Path
 
@@ -30,3 +31,16 @@ class Gate(Callback):
             if (run_dir / "release").exists() or any(cb._requested for cb in requeue):
                 return
             time.sleep(0.05)
+
+
+class SignalAt(Callback):
+    """Sends this process ``signal`` just before the first optimizer step of training batch ``batch`` (counted
+    from 1): mid-batch, where a GAN has stepped neither player yet."""
+
+    def __init__(self, batch: int = 5, signal: int = 10) -> None:
+        self.batch, self.signal = batch, signal
+
+    def on_before_optimizer_step(self, trainer, pl_module, optimizer) -> None:
+        if batches_done(trainer) == self.batch - 1 and not getattr(self, "_sent", False):
+            self._sent = True
+            os.kill(os.getpid(), self.signal)
