@@ -66,12 +66,16 @@ def g_loss_least_squares(fake_logits: Tensor) -> Tensor:
 
 
 def _input_gradient_norm_sq(critic: Callable[[Tensor], Tensor], inputs: Tensor) -> Tensor:
-    """Squared L2 norm of d critic(x) / dx per sample, computed in float32 so it stays finite under autocast."""
+    """Squared L2 norm of d critic(x) / dx per sample, computed in float32 so it stays finite under autocast.
+
+    The gradient itself is taken inside the autocast-free block too: ``autograd.grad`` runs its backward ops
+    under the caller's autocast state, and float16 matrix products there overflow for large critic gradients.
+    """
     inputs = inputs.detach().float().requires_grad_(True)
     with torch.autocast(device_type=inputs.device.type, enabled=False):
         outputs = critic(inputs).float()
-    (grad,) = torch.autograd.grad(outputs.sum(), inputs, create_graph=True)
-    return grad.reshape(grad.shape[0], -1).pow(2).sum(dim=1)
+        (grad,) = torch.autograd.grad(outputs.sum(), inputs, create_graph=True)
+        return grad.reshape(grad.shape[0], -1).pow(2).sum(dim=1)
 
 
 def wgan_gp_penalty(

@@ -138,6 +138,13 @@ class GAN(GenerativeModule):
                 gradient_clip_algorithm=self.gradient_clip_algorithm,
             )
 
+    def backward_outside_autocast(self, loss: Tensor) -> None:
+        """``manual_backward`` with autocast off (Lightning runs ``training_step`` under autocast): the
+        gradient penalty's double-backward ops would otherwise run, and overflow, in float16. Ops that ran in
+        half precision in the forward pass still get their backward in that precision."""
+        with torch.autocast(self.device.type, enabled=False):
+            self.manual_backward(loss)
+
     # --- optimizers ------------------------------------------------------------------------------------------
 
     def configure_optimizers(self):
@@ -224,7 +231,7 @@ class GAN(GenerativeModule):
             logs[f"train/{self.penalty.name}"] = penalty.detach()
             d_total = d_loss + penalty
         opt_d.zero_grad(set_to_none=True)
-        self.manual_backward(d_total)
+        self.backward_outside_autocast(d_total)
         opt_d.step()
         self.untoggle_optimizer(opt_d)
         if sched_d is not None:
@@ -234,7 +241,7 @@ class GAN(GenerativeModule):
             self.toggle_optimizer(opt_g)
             g_loss = self.loss.generator(self.discriminate(fake))
             opt_g.zero_grad(set_to_none=True)
-            self.manual_backward(g_loss)
+            self.backward_outside_autocast(g_loss)
             opt_g.step()
             self.untoggle_optimizer(opt_g)
             if sched_g is not None:
