@@ -246,9 +246,20 @@ def test_wgan_gp_training_logs_every_value():
 
 def test_pacgan_packs_samples_and_drops_the_remainder():
     seen: list[tuple[int, ...]] = []
+
+    class RecordInputs(Callback):
+        def on_train_start(self, trainer, pl_module) -> None:
+            pl_module.discriminator.register_forward_pre_hook(
+                lambda m, args: seen.append(tuple(args[0].shape))
+            )
+
     model = toy_gan(pack=4, ema_decay=None)
-    model.discriminator.register_forward_pre_hook(lambda module, args: seen.append(tuple(args[0].shape)))
-    fit(model, datamodule=Ring(num_train=200, num_val=10, batch_size=10), batches=1)
+    fit(
+        model,
+        datamodule=Ring(num_train=200, num_val=10, batch_size=10),
+        batches=1,
+        callbacks=[RecordInputs()],
+    )
     # a batch of 10 keeps 8 points = 2 packed inputs of 4 x 2 features, for real, fake and G's step
     assert seen == [(2, 8)] * 3
 
@@ -268,3 +279,28 @@ def test_noise_is_distinct_per_rank_batch_and_stream_and_reproducible():
     assert not torch.equal(first, model.noise(16, stream=0))
     model._trainer = SimpleNamespace(global_rank=0)
     assert torch.equal(first, model.noise(16, stream=0))
+
+
+# --- shape check before training -----------------------------------------------------------------------------
+
+
+def test_shape_mismatches_are_one_line_errors_before_training():
+    with pytest.raises(LitGenError, match=r"model.generator: .*\(1, 8, 8\).*\(1, 16, 16\)"):
+        fit(image_gan(), datamodule=Digits(image_size=16, batch_size=8), batches=1)
+    mismatched_d = GAN(
+        DCGANGenerator(latent_dim=4, channels=1, image_size=8, width=4),
+        DCGANDiscriminator(channels=3, image_size=8, width=4),
+    )
+    with pytest.raises(LitGenError, match="model.discriminator: .*channels"):
+        fit(mismatched_d, datamodule=Digits(image_size=8, batch_size=8), batches=1)
+    with pytest.raises(LitGenError, match=r"model.discriminator: .*packed by 4"):
+        fit(GAN(MLPGenerator(hidden=[4]), MLPDiscriminator(data_dim=2, hidden=[4]), pack=4), batches=1)
+
+
+def test_shape_check_leaves_the_networks_untouched():
+    model = image_gan()
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    model.check_shapes(Digits(image_size=8))
+    after = model.state_dict()
+    assert all(torch.equal(before[k], after[k]) for k in before)
+    assert model.generator.training and model.discriminator.training

@@ -128,6 +128,31 @@ class GAN(GenerativeModule):
                 )
             strategy._ddp_kwargs["find_unused_parameters"] = True
             rank_zero_info("GAN: DDP find_unused_parameters=True (one backward pass per player)")
+        self.check_shapes(getattr(self.trainer, "datamodule", None))
+
+    def check_shapes(self, datamodule) -> None:
+        """A one-line error, before any training, when the generator's samples do not have the data's shape
+        (``image_shape``, or the mixture's point dimension) or the discriminator cannot read them."""
+        expected = getattr(datamodule, "image_shape", None)
+        if expected is None and getattr(datamodule, "modes", None) is not None:
+            expected = (int(datamodule.modes.shape[1]),)
+        if expected is None:
+            return
+        with eval_mode(self.generator, self.discriminator):  # no BatchNorm statistics are updated
+            fake = self.generator(torch.zeros(self.pack, self.latent_dim, device=self.device))
+            if tuple(fake.shape[1:]) != tuple(expected):
+                raise LitGenError(
+                    f"model.generator: makes samples of shape {tuple(fake.shape[1:])} but the data's have shape "
+                    f"{tuple(expected)} (check image_size / channels / data_dim in model and data)"
+                )
+            try:
+                self.discriminate(fake)
+            except RuntimeError as err:
+                reason = str(err).strip().splitlines()[0][:200]
+                raise LitGenError(
+                    f"model.discriminator: cannot read samples of shape {tuple(expected)} packed by "
+                    f"{self.pack} (check its image_size / channels / data_dim): {reason}"
+                ) from None
 
     def on_before_optimizer_step(self, optimizer) -> None:
         # runs after the precision plugin unscaled the gradients (16-mixed), before the step
