@@ -5,7 +5,8 @@ account needs:
 
 - **never prompts**: with ``WANDB_MODE`` unset and no credentials (no ``WANDB_API_KEY``, no ``.netrc`` entry
   for the W&B host) it runs offline by itself; ``WANDB_MODE`` (``online`` / ``offline`` / ``disabled``) is
-  always honoured;
+  always honoured, and ``WANDB_PROJECT`` / ``WANDB_ENTITY`` override the config's project / entity (a
+  sweep agent sets them);
 - prints **one line** saying where the run is (its URL, or its offline folder and the ``wandb sync`` command);
 - keeps its files in the run directory (``<run>/wandb/offline-run-*`` or ``run-*``) and writes the W&B run id
   to ``<run>/wandb_run_id``, so re-using the run directory (``--ckpt_path last``, a requeued SLURM job)
@@ -135,8 +136,11 @@ class OfflineFirstWandbLogger(WandbLogger):
             init.setdefault("group", run_dir.parent.name)
             if init.get("name") is None:
                 init["name"] = f"{run_dir.parent.name}/{run_dir.name}"
-        if not os.environ.get("WANDB_MODE"):
-            init["mode"] = mode
+        for key, variable in (("project", "WANDB_PROJECT"), ("entity", "WANDB_ENTITY")):
+            if os.environ.get(variable):  # set by a sweep agent, or by hand to redirect runs
+                init[key] = os.environ[variable]
+        if mode == "offline" and not os.environ.get("WANDB_MODE"):
+            init["mode"] = "offline"  # no credentials: never let W&B ask for them
         if mode in ("offline", "dryrun") and "settings" not in init:
             # the one line printed below replaces W&B's banner
             init["settings"] = wandb.Settings(silent=True)
@@ -150,10 +154,18 @@ class OfflineFirstWandbLogger(WandbLogger):
 
         if self._experiment is None and getattr(self, "_attach_id", None) is None and wandb.run is None:
             mode = wandb_mode(self._force_offline)
-            self._experiment = wandb.init(**self._init_kwargs(mode))
+            init = self._init_kwargs(mode)
+            try:
+                self._experiment = wandb.init(**init)
+            except Exception as err:  # e.g. credentials but no network (a compute node): log offline instead
+                if mode != "online":
+                    raise
+                reason = " ".join(str(err).split())[:200]
+                print(f"lit_gen: W&B could not start online ({reason}); logging offline", file=sys.stderr)
+                self._experiment = wandb.init(**self._init_kwargs("offline"))
             self._define_metrics()
             self._remember_run_id()
-            self._announce(mode)
+            self._announce()
         return super().experiment
 
     def _define_metrics(self) -> None:
@@ -173,11 +185,12 @@ class OfflineFirstWandbLogger(WandbLogger):
         if run_id and run_dir.is_dir() and read_run_id(run_dir) != run_id:
             (run_dir / RUN_ID_FILE).write_text(f"{run_id}\n")
 
-    def _announce(self, mode: str) -> None:
+    def _announce(self) -> None:
         run = self._experiment
-        if mode == "disabled" or not getattr(run, "id", None):
+        settings = getattr(run, "settings", None)
+        if settings is None or settings.mode == "disabled" or not getattr(run, "id", None):
             return
-        if mode in ("offline", "dryrun"):
+        if run.offline:
             sync_dir = Path(run.settings.sync_dir)
             where = os.path.relpath(sync_dir)
             # a resumed offline run has one folder per part: sync them together (in order of start time)
