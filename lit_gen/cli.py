@@ -293,6 +293,24 @@ def summarize_parse_error(message: str) -> str:
     return text if len(text) <= 400 else text[:397] + "..."
 
 
+def name_bad_config_file(args: list[str], message: str) -> str:
+    """jsonargparse reports a config file that is not valid YAML without naming it: prefixes the message with
+    the first ``--config`` file that YAML cannot parse."""
+    if not message.startswith("Problems parsing config"):
+        return message
+    import yaml
+
+    paths = [b for a, b in zip(args, args[1:]) if a == "--config"]
+    paths += [a.split("=", 1)[1] for a in args if a.startswith("--config=")]
+    for path in paths:
+        try:
+            yaml.safe_load(Path(path).read_text())
+        except (OSError, yaml.YAMLError):
+            detail = message.replace(' in "<unicode string>"', "")
+            return f"config: '{path}': {detail}"
+    return message
+
+
 def user_error_in(err: BaseException) -> LitGenError | None:
     """The LitGenError behind ``err`` (jsonargparse wraps errors raised while instantiating classes)."""
     seen = set()
@@ -322,7 +340,7 @@ def main(argv: list[str] | None = None) -> None:
         fail(str(err))
     except ArgumentError as err:
         user_error = user_error_in(err)
-        fail(str(user_error) if user_error else summarize_parse_error(str(err)))
+        fail(str(user_error) if user_error else name_bad_config_file(args, summarize_parse_error(str(err))))
     except (ValueError, TypeError, RuntimeError) as err:
         user_error = user_error_in(err)
         if user_error is None:
