@@ -147,6 +147,12 @@ class GenerativeMetrics(Metric):
         if int(self.fake_n) < 2:
             raise LitGenError(f"num_samples: need at least 2 generated samples, got {int(self.fake_n)}")
         ref, names, out = self.reference, self.names, {}
+        self._synced_num_fake = int(self.fake_n)  # compute() sees the states summed over ranks
+        k_max = max([self.pr_k] * ("pr" in self.metrics) + [self.dc_k] * ("dc" in self.metrics) + [0])
+        if k_max and int(self.fake_n) <= k_max:
+            raise LitGenError(
+                f"num_samples: k-NN metrics (pr/dc) need more than {k_max} samples, got {int(self.fake_n)}"
+            )
         device = self.fake_sum.device
         if "fd" in self.metrics:
             mean, cov = mean_cov(self.fake_sum, self.fake_outer, self.fake_n)
@@ -172,10 +178,15 @@ class GenerativeMetrics(Metric):
             out[names["density"]], out[names["coverage"]] = d, c
         return {k: v.float() for k, v in out.items()}
 
+    def reset(self) -> None:
+        super().reset()
+        self._synced_num_fake = None
+
     def sample_counts(self) -> dict[str, int]:
-        """Generated and reference sample counts behind the numbers (FID depends strongly on them)."""
-        with self.sync_context():
-            num_fake = int(self.fake_n)
+        """Generated and reference sample counts behind the numbers (FID depends strongly on them); after
+        ``compute`` the generated count is the total over all DDP ranks."""
+        num_fake = getattr(self, "_synced_num_fake", None)
+        num_fake = int(self.fake_n) if num_fake is None else num_fake
         ref = self.reference
         return {
             "num_fake": num_fake,
