@@ -1,0 +1,192 @@
+"""Bad input: a non-zero exit, exactly one ``lit_gen: error:`` line on stderr naming the culprit (key, path or
+value), no traceback, and nothing left on disk (no run directory, no output folder)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+import torch
+from fixtures import TINY_IMAGE_GAN, write_config
+
+CFG = "tiny.yaml"
+
+
+def _truncated_checkpoint() -> None:
+    torch.save({"state_dict": {"w": torch.zeros(1000)}, "hyper_parameters": {}}, "whole.ckpt")
+    data = Path("whole.ckpt").read_bytes()
+    Path("truncated.ckpt").write_bytes(data[: len(data) // 2])
+    Path("whole.ckpt").unlink()
+
+
+def _foreign_checkpoint() -> None:
+    torch.save({"weights": torch.zeros(3)}, "foreign.ckpt")
+
+
+def _bad_yaml() -> None:
+    Path("broken.yaml").write_text("trainer:\n  max_steps: [1\n")
+
+
+def _empty_image_folder() -> None:
+    Path("no_images/sub").mkdir(parents=True)
+    Path("no_images/sub/readme.txt").write_text("no images here")
+
+
+def _nothing() -> None:
+    pass
+
+
+#: id -> (files to create first, CLI arguments, the text the error line must contain)
+CASES: dict[str, tuple[Callable[[], None], list[str], str]] = {
+    "unknown key": (_nothing, ["fit", "--config", CFG, "--model.init_args.n_critics", "2"], "n_critics"),
+    "wrong type": (_nothing, ["fit", "--config", CFG, "--trainer.max_steps", "abc"], "trainer.max_steps"),
+    "bad choice": (_nothing, ["fit", "--config", CFG, "--trainer.precision", "17"], "trainer.precision"),
+    "missing config file": (_nothing, ["fit", "--config", "missing.yaml"], "missing.yaml"),
+    "config file not YAML": (_bad_yaml, ["fit", "--config", "broken.yaml"], "broken.yaml"),
+    "unknown class_path": (
+        _nothing,
+        ["fit", "--config", CFG, "--model", "lit_gen.models.Nope"],
+        "lit_gen.models.Nope",
+    ),
+    "class of the wrong kind": (
+        _nothing,
+        ["fit", "--config", CFG, "--model.init_args.loss", "torch.nn.Linear"],
+        "loss",
+    ),
+    "negative n_critic": (
+        _nothing,
+        ["fit", "--config", CFG, "--model.init_args.n_critic", "-1"],
+        "model.n_critic",
+    ),
+    "ema_decay out of range": (
+        _nothing,
+        ["fit", "--config", CFG, "--model.init_args.ema_decay", "1.5"],
+        "model.ema_decay",
+    ),
+    "zero batch size": (
+        _nothing,
+        ["fit", "--config", CFG, "--data.init_args.batch_size", "0"],
+        "data.batch_size",
+    ),
+    "bad DCGAN image_size": (
+        _nothing,
+        ["fit", "--config", CFG, "--model.init_args.generator.init_args.image_size", "30"],
+        "image_size",
+    ),
+    "data and model sizes differ": (
+        _nothing,
+        ["fit", "--config", CFG, "--data.init_args.image_size", "16"],
+        "model.generator",
+    ),
+    "missing dataset with download false": (
+        _nothing,
+        [
+            *("fit", "--config", CFG, "--data", "lit_gen.data.MNIST"),
+            *("--data.init_args.data_dir", "no_mnist_here", "--data.init_args.download", "false"),
+            *("--data.init_args.num_workers", "0"),
+        ],
+        "no_mnist_here",
+    ),
+    "image folder missing": (
+        _nothing,
+        [
+            "fit",
+            "--config",
+            CFG,
+            "--data",
+            "lit_gen.data.ImageFolder",
+            "--data.init_args.root",
+            "no_such_folder",
+        ],
+        "no_such_folder",
+    ),
+    "image folder without images": (
+        _empty_image_folder,
+        [
+            *("fit", "--config", CFG, "--data", "lit_gen.data.ImageFolder"),
+            *("--data.init_args.root", "no_images", "--data.init_args.num_workers", "0"),
+        ],
+        "no_images",
+    ),
+    "fit from a missing checkpoint": (
+        _nothing,
+        ["fit", "--config", CFG, "--ckpt_path", "gone/last.ckpt"],
+        "gone/last.ckpt",
+    ),
+    "unknown fit option": (_nothing, ["fit", "--config", CFG, "--max_stepz", "3"], "--max_stepz"),
+    "unknown subcommand": (_nothing, ["train", "--config", CFG], "train"),
+    "sample: missing checkpoint": (
+        _nothing,
+        ["sample", "--ckpt_path", "nowhere/last.ckpt", "--out_dir", "out"],
+        "nowhere/last.ckpt",
+    ),
+    "sample: truncated checkpoint": (
+        _truncated_checkpoint,
+        ["sample", "--ckpt_path", "truncated.ckpt", "--out_dir", "out"],
+        "truncated.ckpt",
+    ),
+    "sample: not a Lightning checkpoint": (
+        _foreign_checkpoint,
+        ["sample", "--ckpt_path", "foreign.ckpt", "--out_dir", "out"],
+        "foreign.ckpt",
+    ),
+    "sample: zero samples": (
+        _foreign_checkpoint,
+        ["sample", "--ckpt_path", "foreign.ckpt", "--num_samples", "0", "--out_dir", "out"],
+        "num_samples",
+    ),
+    "sample: unknown option": (
+        _foreign_checkpoint,
+        ["sample", "--ckpt_path", "foreign.ckpt", "--steps", "3"],
+        "--steps",
+    ),
+    "sample: wrong type": (
+        _foreign_checkpoint,
+        ["sample", "--ckpt_path", "foreign.ckpt", "--seed", "one"],
+        "seed",
+    ),
+}
+
+
+def tree(root: Path = Path(".")) -> set[Path]:
+    return set(root.rglob("*"))
+
+
+def check_one_line_error(code: int, err: str, culprit: str) -> str:
+    assert code == 2, f"exit code {code}; stderr:\n{err}"
+    assert "Traceback" not in err, err
+    errors = [line for line in err.splitlines() if line.startswith("lit_gen: error:")]
+    assert len(errors) == 1, f"expected one error line, got {len(errors)}:\n{err}"
+    assert culprit in errors[0], f"{culprit!r} not named in: {errors[0]}"
+    assert err.strip().splitlines()[-1] == errors[0], "the error line must be the last line on stderr"
+    return errors[0]
+
+
+@pytest.mark.parametrize("case", list(CASES), ids=list(CASES))
+def test_bad_input_is_one_line_naming_the_culprit_and_leaves_nothing(cli, case):
+    prepare, args, culprit = CASES[case]
+    write_config(Path(CFG), TINY_IMAGE_GAN)
+    prepare()
+    before = tree()
+    code, out, err = cli(*args)
+    check_one_line_error(code, err, culprit)
+    left = sorted(str(p) for p in tree() - before)
+    assert not left, f"left behind: {left}"
+
+
+def test_at_least_twelve_cases():
+    assert len(CASES) >= 12
+
+
+def test_bad_input_in_a_fresh_process(cli_subprocess, tmp_path):
+    """The real ``python -m lit_gen``: the error comes after the run directory was claimed (data setup), so the
+    directory must be removed, and nothing but the one line may reach stderr after it."""
+    write_config(tmp_path / CFG, TINY_IMAGE_GAN)
+    result = cli_subprocess(
+        *("fit", "--config", CFG, "--data", "lit_gen.data.MNIST"),
+        *("--data.init_args.data_dir", "no_mnist_here", "--data.init_args.download", "false"),
+    )
+    line = check_one_line_error(result.returncode, result.stderr, "no_mnist_here")
+    assert "download" in line
+    assert sorted(p.name for p in tmp_path.iterdir()) == [CFG]
