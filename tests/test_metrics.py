@@ -29,6 +29,7 @@ from lit_gen.metrics.features import INCEPTION_WEIGHTS_ENV, INCEPTION_WEIGHTS_FI
 from lit_gen.metrics.functional import (
     density_coverage,
     frechet_distance,
+    inception_score,
     kernel_distance,
     mean_cov,
     precision_recall,
@@ -119,6 +120,14 @@ def test_precision_recall_density_coverage_on_gaussians_with_known_overlap():
     p_narrow, r_narrow = precision_recall(real, narrow, k=3)
     _, c_narrow = density_coverage(real, narrow, k=5)
     assert float(p_narrow) > 0.95 and float(r_narrow) < 0.2 and float(c_narrow) < 0.5
+
+
+def test_inception_score_limits():
+    # identical predictions: p(y|x) = p(y), score 1; confident and balanced over C classes: score C
+    assert float(inception_score(torch.zeros(100, 10), splits=5)[0]) == pytest.approx(1.0)
+    confident = 50.0 * torch.eye(10).repeat(20, 1)
+    mean, std = inception_score(confident, splits=4)
+    assert float(mean) == pytest.approx(10.0, rel=1e-6) and float(std) < 1e-6
 
 
 # --- feature extractors --------------------------------------------------------------------------------------
