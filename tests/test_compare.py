@@ -10,6 +10,8 @@ from conftest import run_dirs
 from PIL import Image
 from test_wandb import TINY
 
+from lit_gen.commands.compare import read_wandb_run
+
 LRS = [0.0001, 0.0003, 0.001]
 
 
@@ -74,6 +76,14 @@ def test_compare_three_runs_from_wandb_files_and_from_csv(cli, three_runs, tmp_p
     assert "lr0/" in out and "val/modes final" in out
     with Image.open(tmp_path / "report" / "compare.png") as png:
         assert png.format == "PNG" and png.width > 300
+
+    # a run killed mid-write leaves a truncated W&B file: read up to the damage
+    (wandb_file,) = three_runs[0].glob("wandb/offline-run-*/run-*.wandb")
+    whole = read_wandb_run([wandb_file])[1]["train/d_loss"]
+    truncated = tmp_path / "run-truncated.wandb"
+    truncated.write_bytes(wandb_file.read_bytes()[: wandb_file.stat().st_size * 2 // 3])
+    part = read_wandb_run([truncated])[1].get("train/d_loss", [])
+    assert len(part) < len(whole) and part == whole[: len(part)]
 
     # without the W&B files, the CSV logs give the same table
     wandb_rows = rows

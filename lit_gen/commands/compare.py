@@ -197,7 +197,8 @@ def read_csv_history(path: Path) -> dict[str, list[tuple[float, float]]]:
 
 def _wandb_files(run_dir: Path) -> list[Path]:
     files = [p for p in run_dir.glob("wandb/*run-*/run-*.wandb") if p.parent.name != "latest-run"]
-    return sorted(files, key=lambda p: p.parent.name.split("-", 2)[-1])  # by start time (in the name)
+    # by start time, which the folder's name holds: [offline-]run-YYYYmmdd_HHMMSS-<id>
+    return sorted(files, key=lambda p: re.findall(r"\d{8}_\d{6}", p.parent.name) or [p.parent.name])
 
 
 def is_run_dir(path: Path) -> bool:
