@@ -125,7 +125,7 @@ class OfflineFirstWandbLogger(WandbLogger):
         """The lit_gen run directory (where ``wandb_run_id`` lives): the CLI's, else ``save_dir``."""
         return Path(os.environ.get(_RUN_DIR_ENV) or self._save_dir or ".")
 
-    def _init_kwargs(self, mode: str) -> dict[str, Any]:
+    def _init_kwargs(self, mode: str, force_mode: bool = False) -> dict[str, Any]:
         import wandb
 
         init = dict(self._wandb_init)
@@ -139,7 +139,7 @@ class OfflineFirstWandbLogger(WandbLogger):
         for key, variable in (("project", "WANDB_PROJECT"), ("entity", "WANDB_ENTITY")):
             if os.environ.get(variable):  # set by a sweep agent, or by hand to redirect runs
                 init[key] = os.environ[variable]
-        if mode == "offline" and not os.environ.get("WANDB_MODE"):
+        if mode == "offline" and (force_mode or not os.environ.get("WANDB_MODE")):
             init["mode"] = "offline"  # no credentials: never let W&B ask for them
         if mode in ("offline", "dryrun") and "settings" not in init:
             # the one line printed below replaces W&B's banner
@@ -162,7 +162,7 @@ class OfflineFirstWandbLogger(WandbLogger):
                     raise
                 reason = " ".join(str(err).split())[:200]
                 print(f"lit_gen: W&B could not start online ({reason}); logging offline", file=sys.stderr)
-                self._experiment = wandb.init(**self._init_kwargs("offline"))
+                self._experiment = wandb.init(**self._init_kwargs("offline", force_mode=True))
             self._define_metrics()
             self._remember_run_id()
             self._announce()

@@ -14,7 +14,13 @@ from conftest import CONFIGS, run_dirs
 
 from lit_gen.cli import RUN_DIR_PLACEHOLDER, LitGenCLI
 from lit_gen.commands.compare import read_wandb_records
-from lit_gen.loggers import RUN_ID_FILE, STEP_KEY, wandb_credentials_available, wandb_mode
+from lit_gen.loggers import (
+    RUN_ID_FILE,
+    STEP_KEY,
+    OfflineFirstWandbLogger,
+    wandb_credentials_available,
+    wandb_mode,
+)
 
 #: a toy GAN that trains in a second: 6 batches, samples and mode metrics every 3 batches
 TINY = """
@@ -225,3 +231,18 @@ def test_every_shipped_config_logs_to_wandb_and_accepts_other_loggers():
             parsed_logger = cli.config.fit.trainer.logger
             assert parsed_logger.class_path == f"lightning.pytorch.loggers.{logger}", path.name
             assert parsed_logger.init_args.save_dir == RUN_DIR_PLACEHOLDER, path.name
+
+
+def test_wandb_mode_online_without_credentials_falls_back_to_offline(tmp_path, monkeypatch, capsys):
+    monkeypatch.setenv("HOME", str(tmp_path))
+    monkeypatch.setenv("WANDB_MODE", "online")
+    for key in ("WANDB_API_KEY", "WANDB_IDENTITY_TOKEN_FILE", "NETRC"):
+        monkeypatch.delenv(key, raising=False)
+    logger = OfflineFirstWandbLogger(project="lit_gen_tests", save_dir=str(tmp_path))
+    assert logger.experiment.offline
+    logger.log_metrics({"train/loss": 1.0}, step=3)
+    logger.finalize("success")
+    err = capsys.readouterr().err.splitlines()
+    assert any(line.startswith("lit_gen: W&B could not start online (") for line in err)
+    assert sum(line.startswith("lit_gen: W&B run ") and "is offline in" in line for line in err) == 1
+    assert (tmp_path / RUN_ID_FILE).is_file()
