@@ -199,7 +199,9 @@ class LitGenCLI(LightningCLI):
         )
         # ModelCheckpoint + exact resume (RNG states) + atomic saves + save on SIGTERM / Ctrl-C
         parser.add_lightning_class_args(Checkpoint, "checkpoint")
-        parser.set_defaults({"checkpoint.save_last": True})
+        # a run directory holds one run: a re-run into it overwrites last.ckpt instead of adding last-v1.ckpt and
+        # leaving a stale last.ckpt behind (the path `sample` and the README use)
+        parser.set_defaults({"checkpoint.save_last": True, "checkpoint.enable_version_counter": False})
         parser.add_lightning_class_args(NonFiniteGuard, "nonfinite")
 
     # --- run directory ---------------------------------------------------------------------------------------
