@@ -60,8 +60,13 @@ def slurm_cluster():
             pytrace=False,
         )
     if not (cluster_is_up() and node_is_idle()):
+        # all the cores this process may use (`nproc` in the script would honour OMP_NUM_THREADS=1 of the tests)
+        env = {
+            **os.environ,
+            "SLURM_CI_CPUS": os.environ.get("SLURM_CI_CPUS", str(len(os.sched_getaffinity(0)))),
+        }
         result = subprocess.run(
-            ["bash", str(SCRIPTS / "start-slurm.sh")], capture_output=True, text=True, timeout=600
+            ["bash", str(SCRIPTS / "start-slurm.sh")], capture_output=True, text=True, timeout=600, env=env
         )
         if result.returncode != 0:
             tail = (result.stdout + result.stderr).strip().splitlines()[-15:]
