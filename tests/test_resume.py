@@ -4,6 +4,7 @@ data loader's position, compared bitwise on CPU — and the ``--ckpt_path`` hype
 
 from __future__ import annotations
 
+import importlib.util
 import random
 from pathlib import Path
 
@@ -207,3 +208,59 @@ def test_vae_resume_is_bitwise_equal_to_the_uninterrupted_run(tmp_path):
     # training drew from the global RNGs, so restoring their states is what made this equal
     torch.manual_seed(5)
     assert not torch.equal(whole["rng_states"][0]["torch"], torch.get_rng_state())
+
+
+HAS_GPT = importlib.util.find_spec("lit_gen.models.autoregressive") is not None
+
+# dropout draws from the global torch RNG in every step; AdamW + warm-up/cosine schedule; validation every 3
+GPT_CONFIG = """
+seed_everything: 11
+trainer:
+  accelerator: cpu
+  devices: 1
+  max_steps: 10
+  gradient_clip_val: 1.0
+  val_check_interval: 3
+  check_val_every_n_epoch: null
+  limit_val_batches: 2
+  num_sanity_val_steps: 0
+  log_every_n_steps: 1
+  enable_progress_bar: false
+  enable_model_summary: false
+model:
+  class_path: lit_gen.models.Autoregressive
+  init_args:
+    network:
+      class_path: lit_gen.nets.GPT
+      init_args: {vocab_size: VOCAB, block_size: 16, n_layer: 1, n_head: 2, n_embd: 16, dropout: 0.2, bias: false}
+    optimizer:
+      class_path: torch.optim.AdamW
+      init_args: {lr: 0.001, betas: [0.9, 0.99], weight_decay: 0.1}
+    lr_scheduler:
+      class_path: lit_gen.models.autoregressive.WarmupCosineLR
+      init_args: {warmup_steps: 2, decay_steps: 10, min_lr: 0.0001}
+data:
+DATA
+"""
+TEXT_DATA = """  class_path: lit_gen.data.Text
+  init_args: {path: PATH, block_size: 16, batch_size: 4}"""
+PIXEL_DATA = """  class_path: lit_gen.data.PixelTokens
+  init_args:
+    levels: 16
+    images: {class_path: lit_gen.data.Digits, init_args: {image_size: 4, batch_size: 8}}"""
+
+
+@pytest.mark.skipif(not HAS_GPT, reason="the transformer family is not in this checkout")
+@pytest.mark.parametrize("data", ["text", "pixels"])
+def test_transformer_resume_is_bitwise_equal_to_the_uninterrupted_run(tmp_path, data):
+    if data == "text":
+        text = "".join(f"line {i}: the quick brown fox jumps over the lazy dog.\n" for i in range(300))
+        (tmp_path / "corpus.txt").write_text(text)
+        vocab = len(set(text))
+        block = TEXT_DATA.replace("PATH", str(tmp_path / "corpus.txt"))
+    else:
+        vocab, block = 17, PIXEL_DATA  # 4 x 4 pixels at 16 levels + begin-of-image: 16 tokens per image
+    config = GPT_CONFIG.replace("VOCAB", str(vocab)).replace("DATA", block)
+    whole, resumed, _ = fit_whole_and_resumed(tmp_path, config, 5, 10)
+    for key in RESUMED_STATE:
+        assert differences(whole[key], resumed[key], key) == [], key
