@@ -123,7 +123,9 @@ class Gaussian(Likelihood):
             log_var = log_var.clamp(min=self.min_log_var)
         else:
             mean = params
-            log_var = torch.full_like(mean[:1, :1, :1, :1], 2.0 * math.log(self.std))
+            log_var = torch.full(
+                (1,) * mean.dim(), 2.0 * math.log(self.std), device=mean.device, dtype=mean.dtype
+            )
         return gaussian_image_log_prob(x, mean, log_var)
 
     def mean(self, params: Tensor) -> Tensor:

@@ -1,0 +1,155 @@
+"""VQ-VAE: straight-through gradients, codebook/commitment losses, EMA codebook maths, dead-code restarts,
+the code interface for priors, and the CIFAR-10 config end to end."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from lit_gen.losses import vq_codebook_loss, vq_commitment_loss
+from lit_gen.models.vqvae import VQVAE
+from lit_gen.nets.vqvae import VectorQuantizer, VQDecoder, VQEncoder, codebook_perplexity, ema_codebook_update
+
+
+def small_vqvae(ema: bool = True, **quantizer) -> VQVAE:
+    torch.manual_seed(0)
+    quantizer = {"num_embeddings": 16, "embedding_dim": 4, "ema": ema, **quantizer}
+    return VQVAE(
+        VQEncoder(channels=3, hidden=8, res_hidden=4, embedding_dim=4),
+        VQDecoder(channels=3, hidden=8, res_hidden=4, embedding_dim=4),
+        VectorQuantizer(**quantizer),
+        image_size=16,
+        noise_seed=0,
+    )
+
+
+def test_quantizer_picks_the_nearest_code_and_passes_gradients_straight_through():
+    q = VectorQuantizer(num_embeddings=3, embedding_dim=2, ema=False)
+    q.codebook.data = torch.tensor([[0.0, 0.0], [1.0, 1.0], [-2.0, 0.0]])
+    z_e = torch.tensor([[0.9, 1.2], [-1.5, 0.2], [0.1, -0.1], [0.6, 0.6]]).t().reshape(1, 2, 2, 2)
+    z_e.requires_grad_(True)
+    z_st, indices, z_q = q(z_e)
+    assert indices.flatten().tolist() == [1, 2, 0, 1]
+    torch.testing.assert_close(z_st, z_q)  # same values ...
+    weights = torch.randn_like(z_st)
+    (z_st * weights).sum().backward()
+    torch.testing.assert_close(z_e.grad, weights)  # ... and the gradient reaches z_e unchanged
+    assert q.codebook.grad is None  # the straight-through path does not train the codebook
+
+
+def test_vq_losses_train_the_right_side():
+    z_e = torch.randn(2, 4, 3, 3, requires_grad=True)
+    codebook = torch.randn(2, 4, 3, 3, requires_grad=True)
+    vq_codebook_loss(z_e, codebook).backward()
+    assert z_e.grad is None and codebook.grad is not None
+    codebook.grad = None
+    vq_commitment_loss(z_e, codebook).backward()
+    assert codebook.grad is None and z_e.grad is not None
+    torch.testing.assert_close(vq_commitment_loss(z_e, codebook), ((z_e - codebook) ** 2).mean())
+
+
+def test_encoder_receives_gradients_from_the_reconstruction_loss():
+    model = small_vqvae(ema=False, dead_code_threshold=None)
+    x = torch.rand(2, 3, 16, 16) - 0.5
+    out = model.losses(x)
+    out["recon"].backward()
+    grads = [p.grad for p in model.encoder.parameters()]
+    assert all(g is not None for g in grads) and sum(float(g.abs().sum()) for g in grads) > 0
+    assert model.quantizer.codebook.grad is None  # only the codebook loss moves the codes
+    model.zero_grad()
+    model.losses(x)["loss"].backward()
+    assert float(model.quantizer.codebook.grad.abs().sum()) > 0
+
+
+def test_ema_codebook_update_maths():
+    cluster_size = torch.tensor([2.0, 0.0, 1.0])
+    embed_sum = torch.tensor([[2.0, 2.0], [0.0, 0.0], [3.0, -1.0]])
+    z = torch.tensor([[1.0, 0.0], [3.0, 2.0], [5.0, 5.0]])
+    indices = torch.tensor([0, 0, 2])
+    counts = torch.bincount(indices, minlength=3).float()
+    sums = torch.zeros(3, 2).index_add_(0, indices, z)
+    decay, eps = 0.9, 1e-5
+    new_size, new_sum, codebook = ema_codebook_update(cluster_size, embed_sum, counts, sums, decay, eps)
+    torch.testing.assert_close(new_size, torch.tensor([0.9 * 2 + 0.1 * 2, 0.0, 0.9 * 1 + 0.1 * 1]))
+    torch.testing.assert_close(new_sum[0], 0.9 * torch.tensor([2.0, 2.0]) + 0.1 * torch.tensor([4.0, 2.0]))
+    torch.testing.assert_close(new_sum[2], 0.9 * torch.tensor([3.0, -1.0]) + 0.1 * torch.tensor([5.0, 5.0]))
+    total = float(new_size.sum())
+    smoothed = (new_size + eps) / (total + 3 * eps) * total
+    torch.testing.assert_close(codebook, new_sum / smoothed.unsqueeze(1))
+    # without smoothing (eps -> 0) a used code is the EMA mean of its assigned vectors
+    _, _, plain = ema_codebook_update(cluster_size, embed_sum, counts, sums, decay, eps=0.0)
+    torch.testing.assert_close(plain[0], new_sum[0] / new_size[0])
+    # with decay 0 the code becomes the batch mean of its vectors
+    _, _, batch_mean = ema_codebook_update(cluster_size, embed_sum, counts, sums, 0.0, eps=0.0)
+    torch.testing.assert_close(batch_mean[0], torch.tensor([2.0, 1.0]))
+    torch.testing.assert_close(batch_mean[2], torch.tensor([5.0, 5.0]))
+
+
+def test_ema_training_step_moves_codes_towards_their_vectors_and_restarts_dead_codes():
+    model = small_vqvae(ema=True, dead_code_threshold=1.0)
+    model.log_dict = model.log = lambda *a, **k: None
+    x = torch.rand(4, 3, 16, 16)
+    model.training_step((x, None), 0)  # usage starts at 0: every code is restarted at an encoder output
+    z_e = model.quantizer.flatten(model.encoder(x - 0.5)).detach()
+    codebook = model.quantizer.codebook
+    distances = torch.cdist(codebook, z_e, compute_mode="donot_use_mm_for_euclid_dist").min(dim=1).values
+    assert float(distances.max()) < 1e-5  # each code sits on one of the batch's encoder outputs
+    q = model.quantizer
+    q.usage.fill_(5.0)
+    q.usage[3] = 0.0  # one dead code
+    before = q.codebook.clone()
+    logs = model.update_codebook(model.encoder(x - 0.5).detach(), q(model.encoder(x - 0.5))[1])
+    assert float(logs["train/dead_codes_restarted"]) == 1.0
+    assert torch.cdist(q.codebook[3:4], z_e, compute_mode="donot_use_mm_for_euclid_dist").min() < 1e-5
+    assert not torch.equal(q.codebook[3], before[3])
+
+
+def test_perplexity():
+    assert float(codebook_perplexity(torch.tensor([5.0, 5.0, 5.0, 5.0]))) == pytest.approx(4.0)
+    assert float(codebook_perplexity(torch.tensor([0.0, 7.0, 0.0]))) == pytest.approx(1.0)
+
+
+def test_code_interface_for_priors():
+    model = small_vqvae()
+    x = torch.rand(3, 3, 16, 16)
+    indices = model.encode_indices(x)
+    assert indices.shape == (3, 4, 4) and indices.dtype == torch.long
+    assert model.latent_shape == (4, 4) and model.num_embeddings == 16
+    images = model.decode_indices(indices)
+    assert images.shape == x.shape and float(images.min()) >= 0 and float(images.max()) <= 1
+    torch.testing.assert_close(images, model.reconstruct(x))
+    assert model.generate(5, torch.Generator().manual_seed(0)).shape == (5, 3, 16, 16)
+
+
+def test_vqvae_config_fits_tests_and_samples(cli, cifar10_dir, cifar10_skip_md5, tmp_path):
+    from conftest import CONFIGS, run_dirs
+
+    args = [
+        "--config",
+        CONFIGS / "vqvae_cifar10.yaml",
+        f"--data.data_dir={cifar10_dir}",
+        "--data.download=false",
+        "--data.num_workers=0",
+        "--data.batch_size=8",
+    ]
+    code, out, err = cli("fit", *args, "--trainer.fast_dev_run=true")
+    assert code == 0, err[-2000:]
+    code, out, err = cli(
+        "fit",
+        *args,
+        "--trainer.max_steps=2",
+        "--trainer.limit_val_batches=1",
+        "--trainer.val_check_interval=2",
+        "--trainer.log_every_n_steps=1",
+        "--trainer.num_sanity_val_steps=0",
+    )
+    assert code == 0, err[-2000:]
+    run = run_dirs()[-1]
+    header = (run / "csv" / "metrics.csv").read_text().splitlines()[0].split(",")
+    assert {"train/perplexity", "train/codebook_usage", "train/commitment", "val/recon"} <= set(header)
+    ckpt = run / "checkpoints" / "last.ckpt"
+    code, out, err = cli("sample", "--ckpt_path", ckpt, "--num_samples", 8, "--out_dir", tmp_path / "s")
+    assert code == 0, err[-2000:]
+    samples = torch.load(tmp_path / "s" / "samples.pt")
+    assert samples.shape == (8, 3, 32, 32)
+    assert (tmp_path / "s" / "reconstructions.png").is_file()
