@@ -36,6 +36,27 @@ def default_out_dir(ckpt_path: Path) -> Path:
     return run_dir / "samples" / ckpt_path.stem
 
 
+def write_reconstructions(model, checkpoint: dict, out_dir: Path, num: int, seed: int) -> list[Path]:
+    """``reconstructions.png``: the first ``num`` validation images (odd rows) above their reconstructions
+    (even rows), for models with a ``reconstruct`` method; nothing when the training data cannot be loaded."""
+    from lit_gen.sampling import save_image_grid
+
+    datamodule = load_datamodule(checkpoint)
+    if datamodule is None:
+        return []
+    try:
+        datamodule.setup("validate")
+        images = torch.cat([batch[0] for _, batch in zip(range(num), datamodule.val_dataloader())])[:num]
+    except Exception as err:  # data moved or not downloaded: samples are still written
+        print(f"lit_gen: no reconstructions (validation data unavailable: {str(err).splitlines()[0][:200]})")
+        return []
+    nrow = min(8, len(images))
+    images = images[: len(images) - len(images) % nrow]  # whole rows only, so pairs stay aligned
+    recons = model.reconstruct(images, generator=torch.Generator().manual_seed(seed)).cpu()
+    pairs = [t for i in range(0, len(images), nrow) for t in (images[i : i + nrow], recons[i : i + nrow])]
+    return [save_image_grid(torch.cat(pairs), out_dir / "reconstructions.png", nrow=nrow)]
+
+
 def main(argv: list[str]) -> None:
     args = build_parser().parse_args(argv)
     if args.num_samples < 1:
@@ -58,4 +79,6 @@ def main(argv: list[str]) -> None:
     datamodule = load_datamodule(checkpoint) if samples.dim() == 2 and samples.is_floating_point() else None
     out_dir = Path(args.out_dir) if args.out_dir else default_out_dir(ckpt_path)
     written = write_samples(samples, out_dir, modes=getattr(datamodule, "modes", None))
+    if hasattr(model, "reconstruct"):
+        written += write_reconstructions(model, checkpoint, out_dir, min(args.num_samples, 32), args.seed)
     print(f"lit_gen: wrote {len(samples)} samples to {out_dir} ({', '.join(p.name for p in written)})")

@@ -2,5 +2,7 @@
 
 from lit_gen.models.base import GenerativeModule
 from lit_gen.models.gan import GAN
+from lit_gen.models.vae import VAE
+from lit_gen.models.vqvae import VQVAE
 
-__all__ = ["GAN", "GenerativeModule"]
+__all__ = ["GAN", "GenerativeModule", "VAE", "VQVAE"]

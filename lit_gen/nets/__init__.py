@@ -3,12 +3,21 @@
 from lit_gen.nets.dcgan import DCGANDiscriminator, DCGANGenerator
 from lit_gen.nets.mlp import MLPDiscriminator, MLPGenerator
 from lit_gen.nets.resnet import ResNetDiscriminator, ResNetGenerator
+from lit_gen.nets.vae import ConvDecoder, ConvEncoder, MLPDecoder, MLPEncoder
+from lit_gen.nets.vqvae import VectorQuantizer, VQDecoder, VQEncoder
 
 __all__ = [
+    "ConvDecoder",
+    "ConvEncoder",
     "DCGANDiscriminator",
     "DCGANGenerator",
+    "MLPDecoder",
+    "MLPEncoder",
     "MLPDiscriminator",
     "MLPGenerator",
     "ResNetDiscriminator",
     "ResNetGenerator",
+    "VQDecoder",
+    "VQEncoder",
+    "VectorQuantizer",
 ]
