@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import importlib
 import os
+import re
 import shutil
 import sys
 import warnings
@@ -342,7 +343,13 @@ def main(argv: list[str] | None = None) -> None:
         fail(str(err))
     except ArgumentError as err:
         user_error = user_error_in(err)
-        fail(str(user_error) if user_error else name_bad_config_file(args, summarize_parse_error(str(err))))
+        message = (
+            str(user_error) if user_error else name_bad_config_file(args, summarize_parse_error(str(err)))
+        )
+        if message.startswith("argument subcommand: invalid choice"):  # Lightning's list lacks ours
+            commands = ", ".join(["fit", "validate", "test", "predict", *EXTRA_COMMANDS])
+            message = re.sub(r"\(choose from [^)]*\)", f"(choose from {commands})", message)
+        fail(message)
     except (ValueError, TypeError, RuntimeError) as err:
         user_error = user_error_in(err)
         if user_error is None:
