@@ -190,3 +190,10 @@ def test_bad_input_in_a_fresh_process(cli_subprocess, tmp_path):
     line = check_one_line_error(result.returncode, result.stderr, "no_mnist_here")
     assert "download" in line
     assert sorted(p.name for p in tmp_path.iterdir()) == [CFG]
+
+
+def test_unknown_subcommand_lists_every_subcommand(cli):
+    code, _, err = cli("train")
+    line = check_one_line_error(code, err, "'train'")
+    for command in ("fit", "validate", "test", "predict", "sample", "evaluate", "submit", "compare"):
+        assert command in line
