@@ -285,7 +285,7 @@ def test_config_fits_tests_and_samples(config, cli, mnist_dir, cifar10_dir, requ
         "--trainer.max_epochs=1",
         "--trainer.max_steps=-1",
         "--trainer.limit_train_batches=2",
-        "--trainer.limit_val_batches=1",
+        "--trainer.limit_val_batches=2",  # an int: 1 would mean 100%
         "--trainer.check_val_every_n_epoch=1",
         "--trainer.log_every_n_steps=1",
         "--trainer.num_sanity_val_steps=0",
@@ -298,7 +298,7 @@ def test_config_fits_tests_and_samples(config, cli, mnist_dir, cifar10_dir, requ
     if "iwae" in config:
         assert "train/iwae_bound" in metrics
 
-    code, out, err = cli("test", *args, f"--ckpt_path={ckpt}", "--trainer.limit_test_batches=1")
+    code, out, err = cli("test", *args, f"--ckpt_path={ckpt}", "--trainer.limit_test_batches=2")
     assert code == 0, err[-2000:]
     assert "test/nll" in out and "test/bpd" in out
 

@@ -138,7 +138,7 @@ def test_vqvae_config_fits_tests_and_samples(cli, cifar10_dir, cifar10_skip_md5,
         "fit",
         *args,
         "--trainer.max_steps=2",
-        "--trainer.limit_val_batches=1",
+        "--trainer.limit_val_batches=2",  # an int: 1 would mean 100%
         "--trainer.val_check_interval=2",
         "--trainer.log_every_n_steps=1",
         "--trainer.num_sanity_val_steps=0",
