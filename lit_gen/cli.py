@@ -21,6 +21,7 @@ from typing import Any
 
 import yaml
 from jsonargparse import ArgumentError, Namespace
+from lightning.fabric.utilities.exceptions import MisconfigurationException
 from lightning.pytorch import Trainer
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI, SaveConfigCallback
 
@@ -350,6 +351,8 @@ def main(argv: list[str] | None = None) -> None:
             commands = ", ".join(["fit", "validate", "test", "predict", *EXTRA_COMMANDS])
             message = re.sub(r"\(choose from [^)]*\)", f"(choose from {commands})", message)
         fail(message)
+    except MisconfigurationException as err:  # Lightning's word for a user mistake, e.g. `validate` on a GAN
+        fail(str(err))
     except (ValueError, TypeError, RuntimeError) as err:
         user_error = user_error_in(err)
         if user_error is None:

@@ -114,6 +114,7 @@ CASES: dict[str, tuple[Callable[[], None], list[str], str]] = {
         ["fit", "--config", CFG, "--ckpt_path", "gone/last.ckpt"],
         "gone/last.ckpt",
     ),
+    "validate a model without validation_step": (_nothing, ["validate", "--config", CFG], "validation_step"),
     "unknown fit option": (_nothing, ["fit", "--config", CFG, "--max_stepz", "3"], "--max_stepz"),
     "unknown subcommand": (_nothing, ["train", "--config", CFG], "train"),
     "sample: missing checkpoint": (
