@@ -2,6 +2,8 @@
 
 from lit_gen.data.base import DataModule
 from lit_gen.data.digits import Digits
+from lit_gen.data.pixels import PixelTokens
+from lit_gen.data.text import Text
 from lit_gen.data.toy import GaussianMixture, Grid, Ring
 from lit_gen.data.vision import CIFAR10, MNIST, CelebA, FashionMNIST, ImageFolder
 
@@ -15,5 +17,7 @@ __all__ = [
     "GaussianMixture",
     "Grid",
     "ImageFolder",
+    "PixelTokens",
     "Ring",
+    "Text",
 ]

@@ -1,8 +1,9 @@
 """One LightningModule per generative family."""
 
+from lit_gen.models.autoregressive import Autoregressive
 from lit_gen.models.base import GenerativeModule
 from lit_gen.models.gan import GAN
 from lit_gen.models.vae import VAE
 from lit_gen.models.vqvae import VQVAE
 
-__all__ = ["GAN", "GenerativeModule", "VAE", "VQVAE"]
+__all__ = ["Autoregressive", "GAN", "GenerativeModule", "VAE", "VQVAE"]

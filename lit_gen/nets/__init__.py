@@ -3,6 +3,7 @@
 from lit_gen.nets.dcgan import DCGANDiscriminator, DCGANGenerator
 from lit_gen.nets.mlp import MLPDiscriminator, MLPGenerator
 from lit_gen.nets.resnet import ResNetDiscriminator, ResNetGenerator
+from lit_gen.nets.transformer import GPT
 from lit_gen.nets.vae import ConvDecoder, ConvEncoder, MLPDecoder, MLPEncoder
 from lit_gen.nets.vqvae import VectorQuantizer, VQDecoder, VQEncoder
 
@@ -11,6 +12,7 @@ __all__ = [
     "ConvEncoder",
     "DCGANDiscriminator",
     "DCGANGenerator",
+    "GPT",
     "MLPDecoder",
     "MLPEncoder",
     "MLPDiscriminator",

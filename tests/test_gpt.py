@@ -1,0 +1,244 @@
+"""The autoregressive family: the GPT network, text and pixel tokens, training, checkpoints and sampling."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from conftest import CONFIGS, SHARED_DATA, run_dirs
+
+from lit_gen.data.pixels import PixelVocabulary, quantize
+from lit_gen.data.text import ByteVocabulary, CharVocabulary, RandomWindowBatches, Text, Vocabulary
+from lit_gen.models import Autoregressive
+from lit_gen.models.autoregressive import WarmupCosineLR
+from lit_gen.nets import GPT
+
+GPT_CONFIGS = sorted(CONFIGS.glob("gpt_*.yaml"))
+
+#: a text the tiny model memorises: one line repeated, so every window predicts the next character exactly
+LINE = "First Citizen: Before we proceed any further, hear me speak.\n"
+
+
+def tiny_gpt(**kwargs) -> GPT:
+    options = dict(vocab_size=11, block_size=16, n_layer=2, n_head=2, n_embd=32, dropout=0.0)
+    return GPT(**{**options, **kwargs})
+
+
+def write_text(path: Path, text: str) -> Path:
+    path.write_text(text, encoding="utf-8")
+    return path
+
+
+def tiny_text_args(path: Path, text: str, steps: int) -> list[str]:
+    """CLI overrides: the CPU quickstart config shrunk to a 2-layer, 64-wide model on ``path``."""
+    net = "--model.init_args.network.init_args."
+    return [
+        *("--config", CONFIGS / "gpt_shakespeare_char_cpu.yaml", "--data.init_args.path", path),
+        *(f"{net}vocab_size", len(set(text)), f"{net}n_layer", 2, f"{net}n_embd", 64, f"{net}n_head", 2),
+        *(f"{net}block_size", 32, "--data.init_args.block_size", 32, "--data.init_args.batch_size", 16),
+        *("--model.init_args.optimizer.init_args.lr", 0.005),
+        *("--model.init_args.lr_scheduler.init_args.warmup_steps", 10),
+        *("--model.init_args.lr_scheduler.init_args.decay_steps", steps),
+        *("--trainer.max_steps", steps, "--trainer.val_check_interval", steps),
+        *("--trainer.limit_val_batches", 2, "--trainer.enable_progress_bar", "false"),
+    ]
+
+
+# --- network ---------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "options", [{}, {"rotary": True, "qk_norm": True, "rms_norm": True}], ids=["gpt2", "rope"]
+)
+def test_changing_a_later_token_never_changes_earlier_logits(options):
+    torch.manual_seed(0)
+    net = tiny_gpt(**options).eval()
+    idx = torch.randint(0, 11, (3, 16))
+    logits = net(idx)
+    for t in (0, 5, 15):
+        changed = idx.clone()
+        changed[:, t] = (changed[:, t] + 1) % 11
+        other = net(changed)
+        torch.testing.assert_close(other[:, :t], logits[:, :t], rtol=0, atol=1e-6)
+        assert not torch.allclose(other[:, t:], logits[:, t:])
+
+
+@pytest.mark.parametrize("rotary", [False, True], ids=["learned", "rope"])
+def test_cached_generation_equals_full_recomputation(rotary):
+    """Greedy decoding with the key/value cache (and past the context, cropped) matches argmax of full passes."""
+    torch.manual_seed(1)
+    net = tiny_gpt(rotary=rotary, qk_norm=rotary).eval()
+    prompt = torch.randint(0, 11, (2, 3))
+    generated = torch.cat(list(net.generate(prompt, 30, temperature=0.0)), dim=1)
+    seq = prompt
+    with torch.no_grad():
+        for _ in range(30):
+            nxt = net(seq[:, -16:])[:, -1].argmax(-1, keepdim=True)
+            seq = torch.cat((seq, nxt), dim=1)
+    assert torch.equal(generated, seq[:, 3:])
+
+
+def test_weight_tying_and_parameter_groups():
+    net = tiny_gpt()
+    assert net.lm_head.weight is net.wte.weight
+    model = Autoregressive(net, optimizer=lambda groups: torch.optim.AdamW(groups, lr=1e-3, weight_decay=0.1))
+    optimizer = model.configure_optimizers()
+    decay, no_decay = optimizer.param_groups
+    assert decay["weight_decay"] == 0.1 and no_decay["weight_decay"] == 0.0
+    assert all(p.dim() >= 2 for p in decay["params"]) and all(p.dim() < 2 for p in no_decay["params"])
+    assert sum(p.numel() for g in optimizer.param_groups for p in g["params"]) == sum(
+        p.numel() for p in net.parameters()
+    )
+
+
+def test_loss_at_initialisation_is_log_vocab_size():
+    torch.manual_seed(0)
+    model = Autoregressive(GPT(vocab_size=65, block_size=64, n_layer=4, n_head=4, n_embd=128, dropout=0.0))
+    x = torch.randint(0, 65, (8, 64))
+    loss = model.loss((x, torch.randint(0, 65, (8, 64))))
+    assert abs(loss.item() - math.log(65)) < 0.05
+
+
+def test_warmup_cosine_matches_nanogpt_get_lr():
+    def nanogpt_lr(it, lr=1e-3, min_lr=1e-4, warmup=100, decay=2000):
+        if it < warmup:
+            return lr * (it + 1) / (warmup + 1)
+        if it > decay:
+            return min_lr
+        ratio = (it - warmup) / (decay - warmup)
+        return min_lr + 0.5 * (1.0 + math.cos(math.pi * ratio)) * (lr - min_lr)
+
+    optimizer = torch.optim.AdamW([torch.nn.Parameter(torch.zeros(1))], lr=1e-3)
+    scheduler = WarmupCosineLR(optimizer, warmup_steps=100, decay_steps=2000, min_lr=1e-4)
+    for step in range(2100):
+        if step in (0, 1, 99, 100, 101, 1000, 1999, 2000, 2001, 2099):
+            assert optimizer.param_groups[0]["lr"] == pytest.approx(nanogpt_lr(step), rel=1e-9, abs=1e-12)
+        optimizer.step()
+        scheduler.step()
+
+
+# --- data ------------------------------------------------------------------------------------------------
+
+
+def test_text_split_vocabulary_and_reproducible_windows(tmp_path):
+    text = "".join(chr(97 + (i * 7) % 26) for i in range(1000)) + "\n"
+    datamodule = Text(str(write_text(tmp_path / "t.txt", text)), block_size=8, batch_size=4, seed=3)
+    datamodule.setup()
+    assert datamodule.vocabulary.chars == "".join(sorted(set(text)))
+    assert datamodule.train_tokens.dtype == np.uint8 and len(datamodule.train_tokens) == 900
+    assert datamodule.vocabulary.decode(datamodule.val_tokens) == text[900:]
+    a, b = (
+        RandomWindowBatches(datamodule.train_tokens, 8, 4, seed=3),
+        RandomWindowBatches(datamodule.train_tokens, 8, 4, seed=3),
+    )
+    first = [x for x, _ in zip(a, range(3))]
+    b.load_state_dict({"batch_index": 2})  # a resumed stream continues where the checkpoint says
+    assert torch.equal(next(iter(b))[0], first[2][0])
+    x, y = first[0]
+    assert x.shape == (4, 8) and torch.equal(x[:, 1:], y[:, :-1])
+    assert not torch.equal(first[0][0], first[1][0])
+
+
+def test_vocabularies_round_trip_through_plain_configs():
+    for vocabulary in (CharVocabulary("\n !abcé"), ByteVocabulary(), PixelVocabulary(16, (1, 4, 4))):
+        config = vocabulary.to_config()
+        restored = Vocabulary.from_config(torch.load(_saved(config), weights_only=True))
+        assert type(restored) is type(vocabulary) and restored.init_args() == vocabulary.init_args()
+    chars = CharVocabulary("\n !abcé")
+    assert chars.decode(chars.encode("abc é!\n")) == "abc é!\n"
+    assert ByteVocabulary().decode(ByteVocabulary().encode("façade")) == "façade"
+
+
+def _saved(obj) -> Path:
+    path = Path("obj.pt")
+    torch.save(obj, path)
+    return path
+
+
+def test_pixel_tokens_round_trip_within_half_a_level():
+    images = torch.rand(5, 1, 4, 4)
+    vocabulary = PixelVocabulary(16, (1, 4, 4))
+    x, y = vocabulary.encode_images(images)
+    assert x.shape == y.shape == (5, 16) and (x[:, 0] == 16).all() and torch.equal(x[:, 1:], y[:, :-1])
+    assert torch.equal(y, quantize(images, 16))
+    assert (vocabulary.decode_images(y) - images).abs().max() <= 0.5 / 15 + 1e-6
+
+
+# --- end to end ------------------------------------------------------------------------------------------
+
+
+def test_tiny_text_is_memorised_and_sampled_from_the_checkpoint_alone(cli, tmp_path):
+    text = LINE * 60
+    path = write_text(tmp_path / "tiny.txt", text)
+    code, _, err = cli("fit", *tiny_text_args(path, text, steps=200))
+    assert code == 0, err
+    (run,) = run_dirs()
+    metrics = (run / "csv" / "metrics.csv").read_text().splitlines()
+    header = metrics[0].split(",")
+    for key in ("train/loss", "train/bits_per_token", "train/perplexity", "train/tokens_per_sec", "val/loss"):
+        assert key in header
+    val = [row.split(",")[header.index("val/loss")] for row in metrics[1:]]
+    assert float([v for v in val if v][-1]) < 0.05
+    path.unlink()  # the vocabulary comes from the checkpoint
+    ckpt = run / "checkpoints" / "last.ckpt"
+    args = ("sample", "--ckpt_path", ckpt, "--prompt", "First Citizen:", "--max_new_tokens", 80)
+    code, out, err = cli(*args, "--temperature", 0, "--num_samples", 1)
+    assert code == 0, err
+    assert out.startswith((LINE * 3)[:94])
+    # seeded sampling at temperature 1 is reproducible, and another seed gives another text
+    sampled = [cli(*args, "--temperature", 1.5, "--num_samples", 2, "--seed", s)[1] for s in (0, 0, 1)]
+    assert sampled[0] == sampled[1] != sampled[2]
+    assert (run / "samples" / "last" / "samples.txt").read_text(encoding="utf-8") == sampled[2]
+
+
+def test_vocab_size_mismatch_is_a_one_line_error(cli, tmp_path):
+    text = LINE * 10
+    path = write_text(tmp_path / "tiny.txt", text)
+    args = tiny_text_args(path, text, steps=2)
+    args[args.index("--model.init_args.network.init_args.vocab_size") + 1] = 65
+    code, _, err = cli("fit", *args)
+    assert code == 2
+    line = err.strip().splitlines()[-1]
+    assert (
+        line.startswith("lit_gen: error: model.network.init_args.vocab_size is 65")
+        and f"{len(set(text))}" in line
+    )
+    code, _, err = cli("fit", *tiny_text_args(tmp_path / "missing.txt", text, steps=2))
+    assert code == 2 and "data.path: " in err.strip().splitlines()[-1]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("config", GPT_CONFIGS, ids=lambda p: p.name)
+def test_every_gpt_config_trains_a_step_and_samples(cli, config):
+    args = ["fit", "--config", config, "--trainer.max_steps", 1, "--trainer.val_check_interval", 1]
+    args += ["--trainer.limit_val_batches", 1, "--trainer.enable_progress_bar", "false"]
+    if "shakespeare" in config.name:
+        args += ["--data.init_args.path", SHARED_DATA / "text" / "tinyshakespeare.txt"]
+        args += ["--data.init_args.batch_size", 2]
+    code, _, err = cli(*args)
+    assert code == 0, err
+    (run,) = run_dirs()
+    ckpt = run / "checkpoints" / "last.ckpt"
+    if "pixels" in config.name:
+        code, out, err = cli("sample", "--ckpt_path", ckpt, "--num_samples", 4)
+        assert code == 0, err
+        samples = torch.load(run / "samples" / "last" / "samples.pt")
+        assert samples.shape == (4, 1, 16, 16) and 0.0 <= samples.min() and samples.max() <= 1.0
+        assert (run / "samples" / "last" / "grid.png").is_file()
+    else:
+        code, out, err = cli("sample", "--ckpt_path", ckpt, "--num_samples", 1, "--max_new_tokens", 20)
+        assert code == 0, err
+        assert len(out.split("\n---------------\n")[0]) == 20
+
+
+def test_pixel_model_generates_images_in_the_unit_interval():
+    vocabulary = PixelVocabulary(4, (1, 3, 3))
+    model = Autoregressive(tiny_gpt(vocab_size=5, block_size=9))
+    model.vocabulary = vocabulary
+    images = model.generate(6, generator=torch.Generator().manual_seed(0))
+    again = model.generate(6, generator=torch.Generator().manual_seed(0))
+    assert images.shape == (6, 1, 3, 3) and torch.equal(images, again)
+    assert torch.allclose(images * 3, (images * 3).round()) and images.min() >= 0 and images.max() <= 1
