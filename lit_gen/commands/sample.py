@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 
 import torch
@@ -21,13 +22,23 @@ def build_parser() -> ArgumentParser:
         default=None,
         help="Output folder (default: <run dir>/samples/<ckpt stem>).",
     )
-    parser.add_argument("--num_samples", type=int, default=64, help="How many samples.")
+    parser.add_argument(
+        "--num_samples", type=int | None, default=None, help="How many samples (default: 64; text: 10)."
+    )
     parser.add_argument("--seed", type=int, default=0, help="Seed of the latent noise.")
     parser.add_argument("--batch_size", type=int, default=256, help="Samples generated per forward pass.")
     parser.add_argument(
         "--ema", type=bool, default=True, help="Sample from the EMA weights where the model has them."
     )
     parser.add_argument("--device", type=str, default="cpu", help="torch device, e.g. cpu or cuda.")
+    parser.add_argument("--prompt", type=str, default="", help="Text models: the text to continue.")
+    parser.add_argument("--max_new_tokens", type=int, default=500, help="Text models: tokens per sample.")
+    parser.add_argument(
+        "--temperature", type=float | None, default=None, help="Token models: softmax temperature (0: greedy)."
+    )
+    parser.add_argument(
+        "--top_k", type=int | None, default=None, help="Token models: sample among the k likeliest tokens."
+    )
     return parser
 
 
@@ -59,7 +70,7 @@ def write_reconstructions(model, checkpoint: dict, out_dir: Path, num: int, seed
 
 def main(argv: list[str]) -> None:
     args = build_parser().parse_args(argv)
-    if args.num_samples < 1:
+    if args.num_samples is not None and args.num_samples < 1:
         raise LitGenError(f"num_samples must be a positive integer, got {args.num_samples}")
     if args.batch_size < 1:
         raise LitGenError(f"batch_size must be a positive integer, got {args.batch_size}")
@@ -69,7 +80,18 @@ def main(argv: list[str]) -> None:
         model.to(torch.device(args.device))
     except (RuntimeError, AssertionError) as err:
         raise LitGenError(f"device: cannot use '{args.device}' ({err})") from None
+    if args.num_samples is None:
+        args.num_samples = 10 if getattr(model, "is_text_model", False) else 64
     generator = torch.Generator().manual_seed(args.seed)
+    if hasattr(model, "configure_sampling"):  # token models: temperature, top-k; text is streamed to stdout
+        model.configure_sampling(args.temperature, args.top_k)
+        if model.is_text_model:
+            out_dir = Path(args.out_dir) if args.out_dir else default_out_dir(ckpt_path)
+            written = model.write_text_samples(
+                out_dir, args.prompt, args.num_samples, args.max_new_tokens, generator, stream=sys.stdout
+            )
+            print(f"lit_gen: wrote {args.num_samples} samples to {out_dir} ({written.name})", file=sys.stderr)
+            return
     kwargs = {} if not hasattr(model, "generator_ema") else {"ema": args.ema}
     chunks = []
     for start in range(0, args.num_samples, args.batch_size):
