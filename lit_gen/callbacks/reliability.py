@@ -215,19 +215,19 @@ class NonFiniteGuard(Callback):
             )
 
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
-        bad = sorted(
-            key
+        terms = {
+            key: value
             for key, value in trainer.callback_metrics.items()
-            if key.startswith("train/")
-            and isinstance(value, torch.Tensor)
-            and value.is_floating_point()
-            and not bool(torch.isfinite(value).all())
-        )
-        bad_anywhere = trainer.strategy.reduce_boolean_decision(bool(bad), all=False)
+            if key.startswith("train/") and isinstance(value, torch.Tensor) and value.is_floating_point()
+        }
+        # one host-device sync per batch for all terms (and one all-reduce under DDP)
+        finite = bool(torch.stack([torch.isfinite(v).all() for v in terms.values()]).all()) if terms else True
+        bad_anywhere = trainer.strategy.reduce_boolean_decision(not finite, all=False)
         skipped, self._skipped_this_batch = self._skipped_this_batch, False
         if self.max_skips > 0:
             pl_module.log("train/skipped_steps", float(self.skipped), rank_zero_only=True)
         if bad_anywhere and not skipped:
+            bad = sorted(key for key, value in terms.items() if not bool(torch.isfinite(value).all()))
             where = ", ".join(bad) if bad else "a loss term on another rank"
             last = getattr(trainer.checkpoint_callback, "last_model_path", "") or "none yet"
             raise NonFiniteLossError(
