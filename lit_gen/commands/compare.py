@@ -33,7 +33,10 @@ from lit_gen.errors import LitGenError
 from lit_gen.loggers import STEP_KEY
 
 #: metrics where higher is better (the rest: lower is better), matched on the name after the last "/"
-MAXIMIZED = re.compile(r"^(modes|high_quality|inception_score|is|precision|recall|density|coverage|acc.*)$")
+#: (with an optional suffix: ``precision_random``)
+MAXIMIZED = re.compile(
+    r"^(modes|high_quality|inception_score|is|precision|recall|density|coverage|acc\w*)(_\w+)?$"
+)
 #: config keys that name where a run lives, not how it was trained
 _LOCATION_KEYS = re.compile(r"(^run\.|save_dir|dirpath|default_root_dir|^config$|^ckpt_path$)")
 
