@@ -1,0 +1,224 @@
+"""Mode-collapse benchmark: trains ``configs/toy_ring.yaml`` and ``configs/toy_grid.yaml`` over several seeds
+through lit_gen's own CLI and evaluates each final model with the VEEGAN / PacGAN protocol (2,500 samples from
+the model's sampling generator -- the EMA generator when the config enables one --, a sample is high quality
+within 3 standard deviations of its nearest mode, modes captured, reverse KL of the mode histogram).
+
+    python experiments/toy_modes/run.py --seeds 10             # 20 runs; results.jsonl + README.md table
+    python experiments/toy_modes/run.py --seeds 10 --jobs 2    # two runs at a time
+    python experiments/toy_modes/run.py --table                # only rewrite the README table from results
+    python experiments/toy_modes/run.py --quick                # 1 seed x 20 batches per config (a smoke test)
+
+Each run is ``python -m lit_gen fit --config <config> --seed_everything <s> --data.init_args.seed <s>``
+(in-process, ``LitGenCLI``), i.e. exactly what a user gets from the config; seed ``s`` changes the network
+initialisation, the latent noise, and the draw and order of the training set. Results are appended to
+``results.jsonl`` (one line per finished run; finished runs are skipped on a re-run).
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import math
+import os
+import sys
+import tempfile
+import time
+from concurrent.futures import ProcessPoolExecutor
+from multiprocessing import get_context
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+ROOT = HERE.parents[1]
+CONFIGS = {"ring": ROOT / "configs" / "toy_ring.yaml", "grid": ROOT / "configs" / "toy_grid.yaml"}
+
+#: PacGAN (Lin et al. 2018), Tables 1 and 3: 2,500 samples, 3 std, mean over trials
+PUBLISHED = {
+    "grid": [("GAN (PacGAN Table 1)", 17.3, 94.8), ("PacGAN4 (PacGAN Table 1)", 24.8, 93.6)],
+    "ring": [("PacGAN4 (PacGAN Table 3)", 7.8, 95.9)],
+}
+TARGETS = {"grid": (24.9, 95.0), "ring": (8.0, 98.0)}
+EVAL_SAMPLES, EVAL_THRESHOLD = 2500, 3.0
+
+
+def train_and_evaluate(name: str, seed: int, run_root: str, extra: list[str], threads: int) -> dict:
+    """One seed of one config through ``LitGenCLI``; returns the protocol's metrics of the final model."""
+    import torch
+
+    from lit_gen.cli import LitGenCLI
+    from lit_gen.metrics.modes import ModeCoverage
+
+    torch.set_num_threads(threads)
+    sys.argv = sys.argv[:1]  # LightningCLI warns when both args= and a command line are given
+    args = [
+        "fit",
+        "--config",
+        str(CONFIGS[name]),
+        "--seed_everything",
+        str(seed),
+        "--data.init_args.seed",
+        str(seed),
+        "--run.root",
+        run_root,
+        "--run.name",
+        f"{name}-seed{seed}",
+        "--trainer.enable_progress_bar",
+        "false",
+        "--trainer.enable_model_summary",
+        "false",
+        *extra,
+    ]
+    start = time.perf_counter()
+    cli = LitGenCLI(args=args)
+    seconds = time.perf_counter() - start
+    model, data = cli.model, cli.datamodule
+    metric = ModeCoverage(data.modes, data.std, EVAL_THRESHOLD)
+    # evaluation noise is independent of the training noise and of the callbacks' fixed batches
+    samples = model.generate(EVAL_SAMPLES, generator=torch.Generator().manual_seed(10_000 + seed))
+    metric.update(samples)
+    result = {k: float(v) for k, v in metric.compute().items()}
+    return {
+        "config": name,
+        "seed": seed,
+        "modes": result["modes"],
+        "high_quality": 100.0 * result["high_quality"],
+        "reverse_kl": result["reverse_kl"],
+        "batches": int(model.batches_seen),
+        "train_seconds": round(seconds, 1),
+        "run_dir": str(cli.run_dir),
+        "config_sha": config_sha(name),
+        "extra_args": extra,
+    }
+
+
+def config_sha(name: str) -> str:
+    """Short hash of a config file, so that results of an older version of a config are never tabulated."""
+    return hashlib.sha256(CONFIGS[name].read_bytes()).hexdigest()[:12]
+
+
+def current(results: list[dict], extra: list[str] | tuple = ()) -> list[dict]:
+    """Results of the configs as they are now, run with the given extra overrides (none: as shipped)."""
+    return [
+        r
+        for r in results
+        if r.get("config_sha") == config_sha(r["config"]) and tuple(r.get("extra_args", [])) == tuple(extra)
+    ]
+
+
+def _worker(job: tuple) -> dict:
+    return train_and_evaluate(*job)
+
+
+def read_results(path: Path) -> list[dict]:
+    if not path.exists():
+        return []
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+
+
+def mean_std(values: list[float]) -> tuple[float, float]:
+    mean = sum(values) / len(values)
+    std = math.sqrt(sum((v - mean) ** 2 for v in values) / (len(values) - 1)) if len(values) > 1 else 0.0
+    return mean, std
+
+
+def table(results: list[dict]) -> str:
+    """Markdown table: our mean ± std over seeds beside the published figures and the targets."""
+    lines = [
+        "| data | method | seeds | modes captured | high-quality samples (%) | reverse KL | target |",
+        "|---|---|---:|---:|---:|---:|---|",
+    ]
+    for name in ("grid", "ring"):
+        for method, modes, hq in PUBLISHED[name]:
+            lines.append(f"| {name} | {method} | - | {modes} | {hq} | - | |")
+        rows = [r for r in results if r["config"] == name]
+        if rows:
+            m, hq, kl = (mean_std([r[k] for r in rows]) for k in ("modes", "high_quality", "reverse_kl"))
+            target_modes, target_hq = TARGETS[name]
+            met = m[0] >= target_modes and hq[0] >= target_hq
+            verdict = f"≥ {target_modes} / ≥ {target_hq} %: {'met' if met else 'NOT met'}"
+            lines.append(
+                f"| {name} | lit_gen `configs/toy_{name}.yaml` | {len(rows)} | {m[0]:.2f} ± {m[1]:.2f} "
+                f"| {hq[0]:.1f} ± {hq[1]:.1f} | {kl[0]:.3f} ± {kl[1]:.3f} | {verdict} |"
+            )
+    return "\n".join(lines)
+
+
+def per_seed(results: list[dict]) -> str:
+    lines = [
+        "| data | seed | modes | high quality (%) | reverse KL | batches | train time (s) |",
+        "|---|---:|---:|---:|---:|---:|---:|",
+    ]
+    for r in sorted(results, key=lambda r: (r["config"], r["seed"])):
+        lines.append(
+            f"| {r['config']} | {r['seed']} | {r['modes']:.0f} | {r['high_quality']:.1f} "
+            f"| {r['reverse_kl']:.3f} | {r['batches']} | {r['train_seconds']:.0f} |"
+        )
+    return "\n".join(lines)
+
+
+def write_readme_table(readme: Path, results: list[dict]) -> None:
+    """Replaces the text between the RESULTS markers of the README with the tables."""
+    begin, end = "<!-- RESULTS:BEGIN -->", "<!-- RESULTS:END -->"
+    text = readme.read_text()
+    body = f"{begin}\n{table(results)}\n\nPer seed:\n\n{per_seed(results)}\n{end}"
+    head, _, rest = text.partition(begin)
+    _, _, tail = rest.partition(end)
+    readme.write_text(head + body + tail)
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--seeds", type=int, default=10, help="seeds 0..N-1 (default 10)")
+    parser.add_argument("--first-seed", type=int, default=0)
+    parser.add_argument("--configs", nargs="+", default=["grid", "ring"], choices=sorted(CONFIGS))
+    parser.add_argument("--jobs", type=int, default=1, help="runs in parallel (separate processes)")
+    parser.add_argument("--threads", type=int, default=1, help="torch threads per run")
+    parser.add_argument("--results", type=Path, default=HERE / "results.jsonl")
+    parser.add_argument("--run-root", default=None, help="where run directories go (default: a temp dir)")
+    parser.add_argument("--table", action="store_true", help="only rewrite README.md's table from results")
+    parser.add_argument(
+        "--quick", action="store_true", help="smoke test: 1 seed, 20 batches, results not kept in README"
+    )
+    parser.add_argument("extra", nargs="*", help="extra CLI overrides passed to every run (after --)")
+    args = parser.parse_args(argv)
+
+    if args.table:
+        results = current(read_results(args.results))
+        write_readme_table(HERE / "README.md", results)
+        print(table(results))
+        return
+    extra = list(args.extra)
+    if args.quick:
+        args.seeds = 1
+        extra += ["--trainer.max_steps", "40"]
+        if args.results == HERE / "results.jsonl":
+            args.results = Path(tempfile.mkdtemp(prefix="toy_modes-quick-")) / "results.jsonl"
+    run_root = args.run_root or tempfile.mkdtemp(prefix="toy_modes-")
+    done = {(r["config"], r["seed"]) for r in current(read_results(args.results), extra)}
+    jobs = [
+        (name, seed, run_root, extra, args.threads)
+        for seed in range(args.first_seed, args.first_seed + args.seeds)
+        for name in args.configs
+        if (name, seed) not in done
+    ]
+    print(f"{len(jobs)} runs; run directories under {run_root}", file=sys.stderr)
+    os.environ.setdefault("WANDB_MODE", "offline")
+    if args.jobs > 1:
+        with ProcessPoolExecutor(args.jobs, mp_context=get_context("spawn")) as pool:
+            results = pool.map(_worker, jobs)
+            for result in results:
+                _record(args.results, result)
+    else:
+        for job in jobs:
+            _record(args.results, _worker(job))
+    print(table(current(read_results(args.results), extra)))
+
+
+def _record(path: Path, result: dict) -> None:
+    with path.open("a") as f:
+        f.write(json.dumps(result) + "\n")
+    print(json.dumps(result), file=sys.stderr, flush=True)
+
+
+if __name__ == "__main__":
+    main()
