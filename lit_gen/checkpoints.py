@@ -126,8 +126,9 @@ class SafeCheckpointIO(TorchCheckpointIO):
 
 
 def rng_states() -> dict[str, Any]:
-    """The global RNG states: torch CPU, every initialised CUDA device, NumPy's legacy global generator and
-    Python's ``random``, as tensors / ints / tuples (no NumPy objects, so ``weights_only`` can load them)."""
+    """The global RNG states: torch CPU, the current CUDA device (if initialised), NumPy's legacy global
+    generator and Python's ``random``, as tensors / ints / tuples (no NumPy objects: ``weights_only`` loads
+    them)."""
     kind, keys, pos, has_gauss, cached = np.random.get_state()
     states: dict[str, Any] = {
         "torch": torch.get_rng_state(),
@@ -141,7 +142,9 @@ def rng_states() -> dict[str, Any]:
         "python": random.getstate(),
     }
     if torch.cuda.is_available() and torch.cuda.is_initialized():
-        states["cuda"] = torch.cuda.get_rng_state_all()
+        # this process's device only (under DDP each rank has its own; get_rng_state_all would create a
+        # context on every visible GPU in every process)
+        states["cuda"] = torch.cuda.get_rng_state()
     return states
 
 
@@ -161,4 +164,4 @@ def set_rng_states(states: dict[str, Any]) -> None:
     version, internal, gauss_next = states["python"]
     random.setstate((version, tuple(internal), gauss_next))
     if "cuda" in states and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(states["cuda"])
+        torch.cuda.set_rng_state(states["cuda"])

@@ -2,7 +2,16 @@
 
 from lit_gen.callbacks.evaluation import SampleQuality
 from lit_gen.callbacks.modes import ModeMetrics
+from lit_gen.callbacks.reliability import Checkpoint, NonFiniteGuard
 from lit_gen.callbacks.samples import SampleGrid, batches_done
 from lit_gen.callbacks.slurm import SLURMRequeue
 
-__all__ = ["ModeMetrics", "SampleGrid", "SampleQuality", "SLURMRequeue", "batches_done"]
+__all__ = [
+    "Checkpoint",
+    "ModeMetrics",
+    "NonFiniteGuard",
+    "SampleGrid",
+    "SampleQuality",
+    "SLURMRequeue",
+    "batches_done",
+]
