@@ -102,6 +102,9 @@ data:
 """
 )
 
+#: one DDP launch per family, side by side in the module fixture (about 30 s per family on 2 loaded cores)
+pytestmark = [pytest.mark.ddp, pytest.mark.slow]
+
 HAS_GPT = importlib.util.find_spec("lit_gen.models.autoregressive") is not None
 FAMILIES = {"gan": GAN, "vae": VAE, **({"gpt": GPT} if HAS_GPT else {})}
 
