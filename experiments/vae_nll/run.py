@@ -7,7 +7,8 @@ models use the shipped configs (``configs/vae_mnist.yaml``, ``configs/iwae_mnist
 networks, optimizer, batch size and LR schedule) with a wall-clock training budget instead of 3,280 epochs,
 and are scored by ``python -m lit_gen test`` (test_k = 5,000). Results go to ``results.json``.
 
-    python experiments/vae_nll/run.py --minutes 10 --threads 1
+    python experiments/vae_nll/run.py --minutes 10 --threads 1                   # equal wall-clock budgets
+    python experiments/vae_nll/run.py --models vae_mnist --max_batches 878 --minutes 60 --tag "@878 batches"
 """
 
 from __future__ import annotations
@@ -86,6 +87,8 @@ def main() -> None:
     parser.add_argument("--minutes", type=float, default=10.0, help="training wall-clock budget per model")
     parser.add_argument("--threads", type=int, default=1, help="torch threads per run")
     parser.add_argument("--models", nargs="+", default=["vae_mnist", "iwae_mnist"])
+    parser.add_argument("--max_batches", type=int, default=None, help="stop after this many batches instead")
+    parser.add_argument("--tag", type=str, default="", help="suffix of the result keys (e.g. '@878 batches')")
     parser.add_argument("--test_k", type=int, default=5000)
     parser.add_argument("--work", type=str, default=None, help="scratch folder (default: a temporary one)")
     args = parser.parse_args()
@@ -112,6 +115,7 @@ def main() -> None:
                 f"--config=configs/{name}.yaml",
                 *common,
                 f"--trainer.max_time=00:00:{minutes:02d}:{seconds:02d}",
+                f"--trainer.max_steps={args.max_batches or -1}",
                 "--trainer.check_val_every_n_epoch=100000",
                 "--trainer.enable_progress_bar=false",
             ],
@@ -136,7 +140,7 @@ def main() -> None:
             log,
         )
         test = last_metrics(run_dir_of(stderr) / "csv" / "metrics.csv")
-        results[name] = {
+        results[name + args.tag] = {
             "epochs": int(train.get("epoch", -1)) + 1,
             "batches": int(train.get("step", -1)) + 1,
             "train_seconds": round(train_s, 1),
@@ -145,7 +149,7 @@ def main() -> None:
             "test_k": args.test_k,
             **{k: round(v, 4) for k, v in test.items() if k.startswith("test/")},
         }
-        print(name, json.dumps(results[name]), flush=True)
+        print(name + args.tag, json.dumps(results[name + args.tag]), flush=True)
     path = HERE / "results.json"
     merged = json.loads(path.read_text()) if path.is_file() else {}  # runs of other models are kept
     merged.update(results)
