@@ -1,6 +1,7 @@
 """DDP for real: 2 CPU processes (gloo) through ``python -m lit_gen fit --trainer.strategy ddp``.
 
-One DDP launch per family (GAN, pixel GPT, VAE), started side by side. After two batches with the same global
+One DDP launch per family (GAN, pixel GPT, VAE), started side by side, plus the GAN's DDP run stopped halfway
+and resumed, which must end bitwise equal to the uninterrupted DDP run. After a few batches with the same global
 data (each rank takes half of the single-process batch: ``ResumableSampler`` shards the same permutation) the
 DDP parameters must equal a single-process run with the whole batch to float tolerance. The GAN also draws
 the same global latents (each rank its slice), and its logged losses are the mean over ranks, so they equal
@@ -21,7 +22,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from test_resume import last_checkpoint, run
+from test_resume import differences, last_checkpoint, run
 
 COMMON = """
 seed_everything: 7
@@ -37,8 +38,8 @@ trainer:
 """
 
 GAN = (
-    COMMON.format(max_steps=4)  # 2 batches: D, G, D, G
-    + """
+    COMMON.format(max_steps=8)  # 4 batches: D, G, D, G, ...
+    + """  callbacks: [{class_path: test_resume.DrawsGlobalRandom}]
 model:
   class_path: lit_gen.models.GAN
   init_args:
@@ -127,23 +128,38 @@ def ddp_command(config: Path, root: Path) -> list[str]:
 def ddp_runs(tmp_path_factory) -> dict[str, tuple[Path, subprocess.CompletedProcess]]:
     """Each family's DDP run (launched side by side) and the matching single-process run (in-process)."""
     tmp = tmp_path_factory.mktemp("ddp")
+    tests = str(Path(__file__).parent)  # DDP processes import test_resume.DrawsGlobalRandom
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    env["PYTHONPATH"] = os.pathsep.join([tests, os.environ.get("PYTHONPATH", "")])
     env.pop("LIT_GEN_RUN_DIR", None)
+
+    def launch(command: list[str]) -> subprocess.Popen:
+        return subprocess.Popen(
+            command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env, cwd=tmp
+        )
+
+    def finish(process: subprocess.Popen) -> subprocess.CompletedProcess:
+        out, err = process.communicate(timeout=600)
+        return subprocess.CompletedProcess(process.args, process.returncode, out, err)
+
     launched = {}
     for name, text in FAMILIES.items():
         config = tmp / f"{name}.yaml"
         config.write_text(text)
-        launched[name] = subprocess.Popen(
-            ddp_command(config, tmp / name / "ddp"), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-            env=env, cwd=tmp,
-        )  # fmt: skip
+        launched[name] = launch(ddp_command(config, tmp / name / "ddp"))
+    # the GAN's DDP run again, stopped after half the steps, then resumed from its own config
+    half = launch([*ddp_command(tmp / "gan.yaml", tmp / "gan" / "half"), "--trainer.max_steps", "4"])
     for name in ("gan", "gpt"):
         if name in FAMILIES:
             run("fit", "--config", tmp / f"{name}.yaml", "--run.root", tmp / name / "single")
-    results = {}
+    results = {"gan_half": (tmp / "gan", finish(half))}
+    if results["gan_half"][1].returncode == 0:
+        (run_dir,) = (tmp / "gan" / "half").glob("*/*")
+        command = [sys.executable, "-m", "lit_gen", "fit", "--config", str(run_dir / "config.yaml")]
+        resumed = launch([*command, "--ckpt_path", "last", "--trainer.max_steps", "8"])
+        results["gan_resumed"] = (tmp / "gan", finish(resumed))
     for name, process in launched.items():
-        out, err = process.communicate(timeout=600)
-        results[name] = (tmp / name, subprocess.CompletedProcess(process.args, process.returncode, out, err))
+        results[name] = (tmp / name, finish(process))
     return results
 
 
@@ -173,13 +189,13 @@ def test_gan_ddp_matches_one_process_with_the_global_batch(ddp_runs):
     ddp = assert_same_parameters(root, atol=1e-6)
     # two batches were trained on (the comparison is not of two initialisations)
     assert (
-        int(ddp["state_dict"]["batches_seen"]) == 2
-        and int(ddp["state_dict"]["generator_ema.n_averaged"]) == 2
+        int(ddp["state_dict"]["batches_seen"]) == 4
+        and int(ddp["state_dict"]["generator_ema.n_averaged"]) == 4
     )
     # losses are synced over ranks: the mean of the two half batches is the single-process loss
     for key in ("train/d_loss", "train/g_loss", "train/D_real"):
         single, distributed = logged(root / "single", key), logged(root / "ddp", key)
-        assert len(single) == len(distributed) == 2
+        assert len(single) == len(distributed) == 4
         torch.testing.assert_close(torch.tensor(distributed), torch.tensor(single), atol=1e-6, rtol=1e-5)
 
 
@@ -197,3 +213,15 @@ def test_vae_trains_under_ddp(ddp_runs):
     assert ddp["global_step"] == 3 and len(ddp["rng_states"]) == 2
     assert all(torch.isfinite(v).all() for v in ddp["state_dict"].values() if v.is_floating_point())
     assert ddp["loops"]["fit_loop"]["state_dict"]["combined_loader"] == [{"epoch": 0, "batches": 3}]
+
+
+def test_gan_ddp_resume_is_bitwise_equal_to_the_uninterrupted_ddp_run(ddp_runs):
+    root, half = ddp_runs["gan_half"]
+    assert_ran(half)
+    _, resumed_run = ddp_runs["gan_resumed"]
+    assert_ran(resumed_run)
+    whole, resumed = last_checkpoint(root / "ddp"), last_checkpoint(root / "half")
+    assert whole["global_step"] == resumed["global_step"] == 8
+    assert len(resumed["rng_states"]) == 2
+    for key in ("state_dict", "optimizer_states", "rng_states", "loops"):
+        assert differences(whole[key], resumed[key], key) == [], key
