@@ -392,7 +392,9 @@ class VAE(GenerativeModule):
             logs[f"{prefix}/bpd"] = bits_per_dim(nll, dims)
         else:
             logs[f"{prefix}/bpd"] = bits_per_dim(-logs[f"{prefix}/elbo"], dims)
-        self.log_dict(logs, batch_size=x.shape[0], sync_dist=True, prog_bar=True)
+        headline = f"{prefix}/nll" if k > 0 else f"{prefix}/elbo"  # the one shown in the progress bar
+        self.log(headline, logs.pop(headline), batch_size=x.shape[0], sync_dist=True, prog_bar=True)
+        self.log_dict(logs, batch_size=x.shape[0], sync_dist=True)
 
     def validation_step(self, batch, batch_idx: int) -> None:
         self._evaluate(batch, batch_idx, _VAL, "val", self.val_k)
