@@ -285,6 +285,7 @@ def main(argv: list[str] | None = None) -> None:
     sys.argv = sys.argv[:1]  # LightningCLI warns when both args= and a command line are given
     defaults = {"dcgan32": (5, 30), "toy": (50, 500)}
     run_root = args.run_root or tempfile.mkdtemp(prefix="overhead-")
+    Path(run_root).mkdir(parents=True, exist_ok=True)
     with open(Path(run_root) / "lightning.log", "w") as log:
         if args.profile:
             warmup, iters = defaults[args.profile]

@@ -177,7 +177,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--run-root", default=None, help="where run directories go (default: a temp dir)")
     parser.add_argument("--table", action="store_true", help="only rewrite README.md's table from results")
     parser.add_argument(
-        "--quick", action="store_true", help="smoke test: 1 seed, 20 batches, results not kept in README"
+        "--quick",
+        action="store_true",
+        help="smoke test: 1 seed, 20 batches, no logger, results not tabulated",
     )
     parser.add_argument("extra", nargs="*", help="extra CLI overrides passed to every run (after --)")
     args = parser.parse_args(argv)
@@ -190,7 +192,7 @@ def main(argv: list[str] | None = None) -> None:
     extra = list(args.extra)
     if args.quick:
         args.seeds = 1
-        extra += ["--trainer.max_steps", "40"]
+        extra += ["--trainer.max_steps", "40", "--trainer.logger", "false"]
         if args.results == HERE / "results.jsonl":
             args.results = Path(tempfile.mkdtemp(prefix="toy_modes-quick-")) / "results.jsonl"
     run_root = args.run_root or tempfile.mkdtemp(prefix="toy_modes-")
