@@ -1,7 +1,7 @@
 """DDP for real: 2 CPU processes (gloo) through ``python -m lit_gen fit --trainer.strategy ddp``.
 
-One DDP launch per family (GAN, pixel GPT, VAE), started side by side, plus the GAN's DDP run stopped halfway
-and resumed, which must end bitwise equal to the uninterrupted DDP run. After a few batches with the same global
+One DDP launch per family (GAN, pixel GPT, VAE), started side by side, plus a DDP run resumed from the GAN
+run's halfway checkpoint, which must end bitwise equal to the uninterrupted DDP run. After a few batches with the same global
 data (each rank takes half of the single-process batch: ``ResumableSampler`` shards the same permutation) the
 DDP parameters must equal a single-process run with the whole batch to float tolerance. The GAN also draws
 the same global latents (each rank its slice), and its logged losses are the mean over ranks, so they equal
@@ -146,20 +146,23 @@ def ddp_runs(tmp_path_factory) -> dict[str, tuple[Path, subprocess.CompletedProc
     for name, text in FAMILIES.items():
         config = tmp / f"{name}.yaml"
         config.write_text(text)
-        launched[name] = launch(ddp_command(config, tmp / name / "ddp"))
-    # the GAN's DDP run again, stopped after half the steps, then resumed from its own config
-    half = launch([*ddp_command(tmp / "gan.yaml", tmp / "gan" / "half"), "--trainer.max_steps", "4"])
+        # the GAN keeps its step-4 checkpoint (the state a run stopped there saves) to resume from
+        keep = (
+            ["--checkpoint.every_n_train_steps", "4", "--checkpoint.save_top_k", "-1"]
+            if name == "gan"
+            else []
+        )
+        launched[name] = launch([*ddp_command(config, tmp / name / "ddp"), *keep])
     for name in ("gan", "gpt"):
         if name in FAMILIES:
             run("fit", "--config", tmp / f"{name}.yaml", "--run.root", tmp / name / "single")
-    results = {"gan_half": (tmp / "gan", finish(half))}
-    if results["gan_half"][1].returncode == 0:
-        (run_dir,) = (tmp / "gan" / "half").glob("*/*")
-        command = [sys.executable, "-m", "lit_gen", "fit", "--config", str(run_dir / "config.yaml")]
-        resumed = launch([*command, "--ckpt_path", "last", "--trainer.max_steps", "8"])
+    results = {name: (tmp / name, finish(process)) for name, process in launched.items()}
+    halfway = list((tmp / "gan" / "ddp").glob("*/*/checkpoints/epoch=*-step=4.ckpt"))
+    if len(halfway) == 1:
+        resumed = launch(
+            [*ddp_command(tmp / "gan.yaml", tmp / "gan" / "resumed"), "--ckpt_path", str(halfway[0])]
+        )
         results["gan_resumed"] = (tmp / "gan", finish(resumed))
-    for name, process in launched.items():
-        results[name] = (tmp / name, finish(process))
     return results
 
 
@@ -216,11 +219,11 @@ def test_vae_trains_under_ddp(ddp_runs):
 
 
 def test_gan_ddp_resume_is_bitwise_equal_to_the_uninterrupted_ddp_run(ddp_runs):
-    root, half = ddp_runs["gan_half"]
-    assert_ran(half)
-    _, resumed_run = ddp_runs["gan_resumed"]
+    assert "gan_resumed" in ddp_runs, "the DDP run left no step-4 checkpoint"
+    root, resumed_run = ddp_runs["gan_resumed"]
     assert_ran(resumed_run)
-    whole, resumed = last_checkpoint(root / "ddp"), last_checkpoint(root / "half")
+    assert "Restored all states from the checkpoint" in resumed_run.stderr + resumed_run.stdout
+    whole, resumed = last_checkpoint(root / "ddp"), last_checkpoint(root / "resumed")
     assert whole["global_step"] == resumed["global_step"] == 8
     assert len(resumed["rng_states"]) == 2
     for key in ("state_dict", "optimizer_states", "rng_states", "loops"):

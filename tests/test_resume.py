@@ -4,6 +4,7 @@ data loader's position, compared bitwise on CPU — and the ``--ckpt_path`` hype
 
 from __future__ import annotations
 
+import csv
 import importlib.util
 import random
 from pathlib import Path
@@ -148,6 +149,10 @@ def fit_whole_and_resumed(tmp: Path, config: str, half: int, whole: int) -> tupl
     (run_dir,) = (tmp / "parts").glob("*/*")
     assert last_checkpoint(tmp / "parts")["global_step"] == half
     run("fit", "--config", run_dir / "config.yaml", "--ckpt_path", "last", "--trainer.max_steps", whole)
+    # the second part really resumed (a fresh start would also end equal): it logged no step before the stop
+    (metrics,) = run_dir.glob("csv/metrics.csv")
+    steps = [int(row["step"]) for row in csv.DictReader(metrics.open()) if row.get("step")]
+    assert steps and min(steps) >= half // 2, steps[:5]
     return last_checkpoint(tmp / "whole"), last_checkpoint(tmp / "parts"), run_dir
 
 
