@@ -5,6 +5,7 @@ from __future__ import annotations
 import importlib.util
 import json
 
+import pytest
 from conftest import ROOT
 
 
@@ -15,6 +16,7 @@ def _load(path):
     return module
 
 
+@pytest.mark.slow
 def test_toy_modes_quick_trains_through_the_cli_and_scores_with_the_protocol(tmp_path):
     toy_modes = _load(ROOT / "experiments" / "toy_modes" / "run.py")
     results = tmp_path / "results.jsonl"
