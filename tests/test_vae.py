@@ -314,3 +314,16 @@ def test_config_fits_tests_and_samples(config, cli, mnist_dir, cifar10_dir, requ
     assert samples.dim() == 4 and samples.shape[0] == 16
     assert float(samples.min()) >= 0.0 and float(samples.max()) <= 1.0
     assert (tmp_path / "s" / "grid.png").is_file() and (tmp_path / "s" / "reconstructions.png").is_file()
+
+
+def test_config_mistakes_are_one_line_errors(cli):
+    from conftest import CONFIGS
+
+    config = ["fit", "--config", CONFIGS / "vae.yaml"]
+    code, out, err = cli(*config, "--model.init_args.likelihood=lit_gen.models.vae.DiscretizedLogistic")
+    assert code == 2 and err.count("lit_gen: error:") == 1 and "params_per_pixel" in err, err[-1000:]
+    code, out, err = cli(*config, "--model.init_args.k=0")
+    assert code == 2 and "model.k" in err, err[-1000:]
+    code, out, err = cli(*config, "--model.init_args.k=5", "--model.init_args.beta=4")
+    assert code == 2 and "model.beta" in err, err[-1000:]
+    assert "Traceback" not in err
