@@ -327,3 +327,19 @@ def test_config_mistakes_are_one_line_errors(cli):
     code, out, err = cli(*config, "--model.init_args.k=5", "--model.init_args.beta=4")
     assert code == 2 and "model.beta" in err, err[-1000:]
     assert "Traceback" not in err
+
+
+def test_kl_warmup_rises_linearly_to_beta():
+    from lit_gen.nets.vae import MLPDecoder, MLPEncoder
+
+    model = VAE(
+        MLPEncoder((1, 4, 4), (8,), 2), MLPDecoder(2, (8,), (1, 4, 4)), beta=4.0, kl_warmup_batches=100
+    )
+    for batches, expected in ((0, 0.0), (25, 1.0), (50, 2.0), (100, 4.0), (1000, 4.0)):
+        model.batches_seen.fill_(batches)
+        assert model.beta_now == pytest.approx(expected)
+    x = (torch.rand(8, 1, 4, 4) < 0.5).float()
+    model.batches_seen.fill_(50)
+    with torch.no_grad():
+        terms = model.objective(x, 1, model.beta_now, torch.Generator().manual_seed(0))
+    torch.testing.assert_close(terms["loss"], -(terms["recon"] - 2.0 * terms["kl"]))
