@@ -49,7 +49,7 @@ def check_table(rows):
         # train/lr_g is logged every batch and equals the configured LR (no scheduler)
         assert float(row["train/lr_g final"]) == pytest.approx(lr)
         assert float(row["train/lr_g min"]) == pytest.approx(lr)
-        assert int(row["batches"]) == 6
+        assert int(row["step"]) == 6  # the last evaluation, after 6 batches
         assert float(row["val/modes final"]) <= float(row["val/modes max"]) <= 25
     columns = list(rows[0])
     assert not any(c.startswith(("run.", "trainer.default_root_dir")) for c in columns)

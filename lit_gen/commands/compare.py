@@ -5,7 +5,8 @@ metrics, from the offline/online W&B files on disk (``<run>/wandb/*run-*/run-*.w
 W&B server) or else Lightning's CSV log (``<run>/**/metrics.csv``), and writes into ``--out_dir``:
 
 - ``compare.md`` / ``compare.csv``: one row per run with the hyper-parameters that differ between the runs,
-  the final and best value of each metric, the training batches done and the wall time (also printed);
+  the final and best value of each metric, the last step logged (in training batches) and the wall time
+  (also printed);
 - ``compare.png``: the chosen metrics' curves against training batches.
 
 With W&B credentials, ``--project ENTITY/PROJECT`` or ``--sweep ENTITY/PROJECT/SWEEP_ID`` reads the runs
@@ -309,12 +310,13 @@ def _format(value: Any) -> str:
 
 
 def build_table(runs: list[Run], metrics: list[str]) -> tuple[list[str], list[list[Any]]]:
-    """Header and rows: run, differing hyper-parameters, final/best of each metric, batches, wall time."""
+    """Header and rows: run, differing hyper-parameters, final/best of each metric, last step (on the
+    ``trainer/batch`` axis), wall time."""
     params = differing_keys(runs)
     header = ["run", *params]
     for metric in metrics:
         header += [f"{metric} final", f"{metric} {'max' if maximized(metric) else 'min'}"]
-    header += ["batches", "wall_time_s"]
+    header += ["step", "wall_time_s"]
     rows = []
     for run in runs:
         row: list[Any] = [run.name, *[run.config.get(k) for k in params]]
