@@ -111,7 +111,9 @@ class SampleQuality(Callback):
             if isinstance(logger, WandbLogger) and trainer.is_global_zero:
                 for group, name in metric_names(self.extractor).items():
                     summary = "min" if group in _LOWER_IS_BETTER else "max"
-                    logger.experiment.define_metric(f"val/{name}", summary=summary)
+                    logger.experiment.define_metric(
+                        f"val/{name}", step_metric="trainer/batch", step_sync=True, summary=summary
+                    )
 
     def _reference(self, trainer: Trainer, device: torch.device) -> ReferenceStats:
         if self.reference is not None:
@@ -209,13 +211,11 @@ class SampleQuality(Callback):
             return
         self._last_evaluated = batches
         values = self.evaluate(trainer, pl_module)
-        for (
-            name,
-            value,
-        ) in values.items():  # lets ModelCheckpoint(monitor="val/fid") and early stopping use it
+        # lets ModelCheckpoint(monitor="val/fid") and early stopping use the values
+        for name, value in values.items():
             trainer.callback_metrics[name] = torch.tensor(value)
         for logger in trainer.loggers:
-            logger.log_metrics(values, step=trainer.global_step)
+            logger.log_metrics(values, step=batches)
 
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
         if self.every_n_batches > 0 and batches_done(trainer) % self.every_n_batches == 0:
