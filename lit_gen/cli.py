@@ -229,6 +229,13 @@ class LitGenCLI(LightningCLI):
             self._claimed_run_dir = True
         os.environ[RUN_DIR_ENV] = str(self.run_dir)
         config.run.dir = str(self.run_dir)
+        # a config saved by an earlier run holds paths inside that run's directory: they move with the run
+        previous = config.trainer.default_root_dir
+        if previous and Path(previous) != self.run_dir:
+            config.checkpoint.dirpath = _moved(config.checkpoint.dirpath, Path(previous), self.run_dir)
+            for logger in _logger_configs(config):
+                save_dir = logger.init_args.get("save_dir")
+                logger.init_args.save_dir = _moved(save_dir, Path(previous), self.run_dir)
         config.trainer.default_root_dir = str(self.run_dir)
         if config.checkpoint.dirpath is None:
             config.checkpoint.dirpath = str(self.run_dir / "checkpoints")
@@ -264,6 +271,16 @@ class LitGenCLI(LightningCLI):
             if not any(self.run_dir.iterdir()):
                 self.run_dir.rmdir()
                 self._remove_empty_parents()
+
+
+def _moved(path: str | None, old_root: Path, new_root: Path) -> str | None:
+    """``path`` re-rooted from ``old_root`` to ``new_root`` when it lies inside ``old_root``; else unchanged."""
+    if not path:
+        return path
+    try:
+        return str(new_root / Path(path).relative_to(old_root))
+    except ValueError:
+        return path
 
 
 def _plain(value: Any) -> Any:

@@ -90,6 +90,22 @@ def test_two_fits_get_two_run_dirs_and_a_rerun_reuses_its_own(cli):
     assert yaml.safe_load((first / "config.yaml").read_text())["trainer"]["max_steps"] == 4
 
 
+def test_a_saved_config_trained_into_another_run_dir_writes_only_there(cli):
+    write_config(Path("tiny.yaml"), TINY_IMAGE_GAN.replace("max_steps: 4", "max_steps: 2"))
+    code, _, err = cli("fit", "--config", "tiny.yaml")
+    assert code == 0, err
+    (first,) = run_dirs()
+    before = sorted(p.relative_to(first) for p in first.rglob("*"))
+    code, _, err = cli("fit", "--config", first / "config.yaml", "--run.dir", "elsewhere")
+    assert code == 0, err
+    # the saved config's checkpoint dirpath and logger save_dir pointed into the first run: they move along
+    assert sorted(p.relative_to(first) for p in first.rglob("*")) == before
+    assert (Path("elsewhere") / "checkpoints" / "last.ckpt").is_file()
+    assert (Path("elsewhere") / "csv" / "metrics.csv").is_file()
+    saved = yaml.safe_load((Path("elsewhere") / "config.yaml").read_text())
+    assert Path(saved["checkpoint"]["dirpath"]) == Path("elsewhere") / "checkpoints"
+
+
 # --- sample --------------------------------------------------------------------------------------------------
 
 
