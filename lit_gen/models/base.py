@@ -5,7 +5,7 @@ from __future__ import annotations
 import contextlib
 import inspect
 import warnings
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 
 import numpy as np
 import torch
@@ -59,3 +59,22 @@ class GenerativeModule(LightningModule):
 
     def generate(self, num_samples: int, generator: torch.Generator | None = None) -> Tensor:
         raise NotImplementedError
+
+    def global_draw(
+        self, draw, seed: int, shape: Sequence[int], dim: int = 0, dtype: torch.dtype | None = None
+    ) -> Tensor:
+        """This rank's share of noise drawn for the *global* batch: ``draw`` (``torch.rand`` / ``torch.randn``)
+        of ``shape`` (this rank's shape, ``dim`` its batch dimension) with ``dim`` enlarged ``world_size``
+        times, from a CPU generator seeded with ``seed``; rank ``r`` takes rows ``r, r + n, r + 2n, ...`` (the
+        rows of the samples ``ResumableSampler`` gives it), on this module's device. So ``n`` processes with
+        batch ``b`` draw exactly the noise one process with batch ``n * b`` draws, each row paired with the
+        same sample, and one process draws ``draw(shape)``.
+        """
+        trainer = self._trainer
+        rank = getattr(trainer, "global_rank", 0) if trainer is not None else 0
+        world = max(getattr(trainer, "world_size", 1) if trainer is not None else 1, rank + 1)
+        shape = list(shape)
+        shape[dim] *= world
+        values = draw(shape, generator=torch.Generator().manual_seed(seed), dtype=dtype)
+        index = (slice(None),) * (dim % len(shape)) + (slice(rank, None, world),)
+        return values[index].to(self.device).contiguous()

@@ -7,7 +7,8 @@ shipped configs set ``trainer.max_steps`` accordingly and say so in a comment.
 
 Images cross this module's boundary in [0, 1] (data and ``generate``) and live in [-1, 1] inside it (tanh
 generators). Latents come from a CPU ``torch.Generator`` seeded from (noise_seed, batch, stream): each batch
-draws the latents of the *global* batch and DDP rank ``r`` takes its ``r``-th slice, so ranks never share
+draws the latents of the *global* batch and DDP rank ``r`` of ``n`` takes every ``n``-th row from row ``r``
+(``GenerativeModule.global_draw``: its samples' rows, as ``ResumableSampler`` shards), so ranks never share
 latents, a resumed run draws exactly the latents the uninterrupted run would have, and ``n`` processes with
 per-process batch ``b`` train on the same latents as one process with batch ``n * b``.
 
@@ -201,12 +202,7 @@ class GAN(GenerativeModule):
     def _global_draw(self, draw, stream: int, num_samples: int, *shape: int) -> Tensor:
         """``draw`` (torch.randn / torch.rand) for all ranks' samples from the (batch, stream) seed; the rows
         of this rank."""
-        trainer = self._trainer
-        rank = getattr(trainer, "global_rank", 0) if trainer is not None else 0
-        world = max(getattr(trainer, "world_size", 1) if trainer is not None else 1, rank + 1)
-        g = torch.Generator().manual_seed(self._stream_seed(stream))
-        values = draw(world * num_samples, *shape, generator=g)
-        return values[rank * num_samples : (rank + 1) * num_samples].to(self.device)
+        return self.global_draw(draw, self._stream_seed(stream), (num_samples, *shape))
 
     def _stream_seed(self, stream: int) -> int:
         # the 0 is where the rank used to be: single-process streams are unchanged

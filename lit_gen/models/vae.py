@@ -6,9 +6,12 @@ The decoder's likelihood p(x | z) is a small class chosen in the config: ``Berno
 with dynamic binarization resampled every batch), ``Gaussian`` (fixed or learned variance) or
 ``DiscretizedLogistic`` (8-bit images). Each one says how many decoder outputs per pixel it reads.
 
-Randomness (binarization, reparameterization noise) comes from generators seeded by
-``derived_seed(noise_seed, stream, rank, batch)``: DDP ranks draw different noise, a resumed run draws
-exactly what the uninterrupted run would have, and validation/test use the same draws every time.
+Randomness (binarization, reparameterization noise) is a pure function of (noise_seed, stage, stream, batch):
+a resumed run draws exactly what the uninterrupted run would have, and validation/test use the same draws
+every time. Training noise is drawn for the *global* batch and each DDP rank takes its samples' rows
+(``GenerativeModule.global_draw``), so ``n`` processes with batch ``b`` train on the noise one process with
+batch ``n * b`` trains on. Validation/test noise also depends on the rank (per-rank generators, ``rng``): they
+only report metrics, from each rank's own shard of the evaluation set, so no single-process run is matched.
 
 Units: ``elbo``, ``recon`` (E_q[log p(x|z)]) and ``iwae_bound`` are log-likelihood bounds in nats per
 example (negative numbers for discrete data); ``kl`` and ``nll`` are positive nats; ``bpd`` is
@@ -18,6 +21,7 @@ example (negative numbers for discrete data); ``kl`` and ``nll`` are positive na
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 
 import torch
 from jsonargparse import lazy_instance
@@ -50,8 +54,9 @@ class Likelihood:
     params_per_pixel: int = 1
     discrete: bool = True
 
-    def prepare(self, x: Tensor, generator: torch.Generator | None) -> Tensor:
-        """The data the model is trained on / scored on, from images in [0, 1] (e.g. a binarization)."""
+    def prepare(self, x: Tensor, generator: torch.Generator | Tensor | None) -> Tensor:
+        """The data the model is trained on / scored on, from images in [0, 1] (e.g. a binarization);
+        ``generator`` is the source of its noise, or uniform noise shaped like x."""
         return x
 
     def log_prob(self, x: Tensor, params: Tensor) -> Tensor:
@@ -82,7 +87,7 @@ class Bernoulli(Likelihood):
         self.binarize = binarize
         self.discrete = binarize
 
-    def prepare(self, x: Tensor, generator: torch.Generator | None) -> Tensor:
+    def prepare(self, x: Tensor, generator: torch.Generator | Tensor | None) -> Tensor:
         if not self.binarize:
             return x
         return dynamic_binarization(x, generator)
@@ -94,9 +99,13 @@ class Bernoulli(Likelihood):
         return torch.sigmoid(params)
 
 
-def dynamic_binarization(x: Tensor, generator: torch.Generator | None = None) -> Tensor:
-    """x ~ Bernoulli(intensity) per pixel, from ``generator`` (created on x's device) when given."""
-    return (torch.rand(x.shape, generator=generator, device=x.device, dtype=x.dtype) < x).to(x.dtype)
+def dynamic_binarization(x: Tensor, generator: torch.Generator | Tensor | None = None) -> Tensor:
+    """x ~ Bernoulli(intensity) per pixel: ``u < x`` with u ~ U[0, 1) from ``generator`` (created on x's
+    device) when given, or ``generator`` itself when it is the uniform noise (shaped like x)."""
+    u = generator
+    if not isinstance(u, Tensor):
+        u = torch.rand(x.shape, generator=generator, device=x.device, dtype=x.dtype)
+    return (u < x).to(x.dtype)
 
 
 class Gaussian(Likelihood):
@@ -145,7 +154,7 @@ class DiscretizedLogistic(Likelihood):
             raise LitGenError(f"model.likelihood.bins must be >= 2, got {bins}")
         self.bins, self.min_log_scale = bins, min_log_scale
 
-    def prepare(self, x: Tensor, generator: torch.Generator | None) -> Tensor:
+    def prepare(self, x: Tensor, generator: torch.Generator | Tensor | None) -> Tensor:
         return torch.round(x.clamp(0.0, 1.0) * (self.bins - 1)) / (self.bins - 1)
 
     def log_prob(self, x: Tensor, params: Tensor) -> Tensor:
@@ -295,10 +304,17 @@ class VAE(GenerativeModule):
     # --- noise -----------------------------------------------------------------------------------------------
 
     def rng(self, stage: int, stream: int, batch: int) -> torch.Generator:
-        """A generator on this module's device for (stage, stream, rank, batch)."""
+        """A generator on this module's device for (stage, stream, rank, batch) (validation and test)."""
         rank = self.trainer.global_rank if self._trainer is not None else 0
         seed = derived_seed(self.noise_seed, stage, stream, rank, batch)
         return torch.Generator(device=self.device).manual_seed(seed)
+
+    def train_noise(self, draw, stream: int, shape: Sequence[int], dim: int = 0) -> Tensor:
+        """This rank's rows of the training batch's global noise (``shape`` is this rank's, ``dim`` its batch
+        dimension). The seed's rank slot is 0: single-process draws are those of ``rng(_TRAIN, stream, batch)``
+        on the CPU."""
+        seed = derived_seed(self.noise_seed, _TRAIN, stream, 0, int(self.batches_seen))
+        return self.global_draw(draw, seed, shape, dim)
 
     @property
     def beta_now(self) -> float:
@@ -325,16 +341,22 @@ class VAE(GenerativeModule):
         return self.likelihood.log_prob(x_rep, params).reshape(k, n)
 
     @staticmethod
-    def reparameterize(mean: Tensor, log_var: Tensor, k: int, generator: torch.Generator | None) -> Tensor:
-        """z = mean + exp(log_var / 2) * eps, eps ~ N(0, I): (k, N, latent_dim)."""
-        eps = torch.randn((k, *mean.shape), generator=generator, device=mean.device, dtype=mean.dtype)
+    def reparameterize(
+        mean: Tensor, log_var: Tensor, k: int, generator: torch.Generator | Tensor | None
+    ) -> Tensor:
+        """z = mean + exp(log_var / 2) * eps, eps ~ N(0, I) from ``generator`` or ``generator`` itself when it
+        is eps (k, N, latent_dim): (k, N, latent_dim)."""
+        eps = generator
+        if not isinstance(eps, Tensor):
+            eps = torch.randn((k, *mean.shape), generator=generator, device=mean.device, dtype=mean.dtype)
         return mean + (0.5 * log_var).exp() * eps
 
     def objective(
-        self, x: Tensor, k: int, beta: float, generator: torch.Generator | None
+        self, x: Tensor, k: int, beta: float, generator: torch.Generator | Tensor | None
     ) -> dict[str, Tensor]:
         """The training objective and its terms, per example (N,): ``loss`` (to minimise), ``elbo``,
-        ``recon``, ``kl`` and, with k > 1 and importance weighting, ``iwae_bound``."""
+        ``recon``, ``kl`` and, with k > 1 and importance weighting, ``iwae_bound``. ``generator``: the source
+        of the reparameterization noise, or the noise eps (k, N, latent_dim)."""
         mean, log_var = self.encode(x)
         z = self.reparameterize(mean, log_var, k, generator)
         log_px = self.log_px_given_z(x, z)
@@ -368,10 +390,12 @@ class VAE(GenerativeModule):
         return batch[0] if isinstance(batch, (list, tuple)) else batch
 
     def training_step(self, batch, batch_idx: int) -> Tensor:
-        step = int(self.batches_seen)
-        x = self.likelihood.prepare(self.images(batch), self.rng(_TRAIN, _BINARIZE, step))
+        images = self.images(batch)
+        n = images.shape[0]
+        x = self.likelihood.prepare(images, self.train_noise(torch.rand, _BINARIZE, images.shape).to(images))
         beta = self.beta_now
-        terms = self.objective(x, self.k, beta, self.rng(_TRAIN, _LATENT, step))
+        eps = self.train_noise(torch.randn, _LATENT, (self.k, n, self.latent_dim), dim=1)
+        terms = self.objective(x, self.k, beta, eps)
         loss = terms["loss"].mean()
         self.batches_seen += 1
         logs = {f"train/{key}": value.detach().mean() for key, value in terms.items()}
