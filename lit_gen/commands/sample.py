@@ -34,7 +34,10 @@ def build_parser() -> ArgumentParser:
     parser.add_argument("--prompt", type=str, default="", help="Text models: the text to continue.")
     parser.add_argument("--max_new_tokens", type=int, default=500, help="Text models: tokens per sample.")
     parser.add_argument(
-        "--temperature", type=float | None, default=None, help="Token models: softmax temperature (0: greedy)."
+        "--temperature",
+        type=float | None,
+        default=None,
+        help="Token models: softmax temperature (0: greedy).",
     )
     parser.add_argument(
         "--top_k", type=int | None, default=None, help="Token models: sample among the k likeliest tokens."
