@@ -79,6 +79,14 @@ class MLPDecoder(nn.Module):
         return self.out(self.body(z)).reshape(z.shape[0], *self.out_shape)
 
 
+def _check_divisible(net: str, image_size: int, stages: int) -> None:
+    """The conv encoder/decoder halve (double) the resolution ``stages`` times."""
+    if image_size % 2**stages:
+        raise LitGenError(
+            f"image_size: {net} needs a size divisible by 2^stages = {2**stages}, got {image_size}"
+        )
+
+
 class ConvEncoder(nn.Module):
     """32 px RGB images (any size divisible by 2^stages) -> Gaussian q(z | x): ``stages`` stride-2 4x4 convs
     (widths ``width * 2^i``, LeakyReLU(0.2), no normalisation), flattened into linear mean/log-variance heads.
@@ -93,11 +101,7 @@ class ConvEncoder(nn.Module):
         latent_dim: int = 128,
     ) -> None:
         super().__init__()
-        if image_size % 2**stages:
-            raise LitGenError(
-                f"image_size: {type(self).__name__} needs a size divisible by 2^stages = {2**stages}, "
-                f"got {image_size}"
-            )
+        _check_divisible(type(self).__name__, image_size, stages)
         self.latent_dim = latent_dim
         layers: list[nn.Module] = []
         features = channels
@@ -128,11 +132,7 @@ class ConvDecoder(nn.Module):
         params_per_pixel: int = 1,
     ) -> None:
         super().__init__()
-        if image_size % 2**stages:
-            raise LitGenError(
-                f"image_size: {type(self).__name__} needs a size divisible by 2^stages = {2**stages}, "
-                f"got {image_size}"
-            )
+        _check_divisible(type(self).__name__, image_size, stages)
         self.latent_dim, self.params_per_pixel = latent_dim, params_per_pixel
         features, start = width * 2 ** (stages - 1), image_size // 2**stages
         self.start_shape = (features, start, start)
