@@ -310,7 +310,7 @@ def summarize_parse_error(message: str) -> str:
     lines = [line.strip().lstrip("- ").strip() for line in str(message).splitlines()]
     lines = [line for line in lines if line and not line.startswith(_NOISE_PREFIXES)]
     lines = [line for line in lines if line != "Expected a <class 'NoneType'>"]
-    text = " ".join(lines).replace(": ", ": ", 1)
+    text = " ".join(lines)
     return text if len(text) <= 400 else text[:397] + "..."
 
 

@@ -41,8 +41,8 @@ def _adam_dcgan(params) -> torch.optim.Optimizer:
     return torch.optim.Adam(params, lr=2e-4, betas=(0.5, 0.999))
 
 
-# noise streams: separate draws for the D step, the G step and the penalty's interpolation
-_D_NOISE, _G_NOISE, _MIX = 0, 1, 2
+# noise streams: the latents (one G forward serves both players) and the penalty's interpolation
+_D_NOISE, _MIX = 0, 2
 
 
 class GAN(GenerativeModule):
