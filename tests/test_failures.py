@@ -197,9 +197,13 @@ class PoisonBatch(Callback):
 POISON_AT_4 = "[{class_path: test_failures.PoisonBatch, init_args: {batch: 4}}]"
 
 
-def test_non_finite_loss_stops_naming_step_and_term_and_keeps_the_last_good_checkpoint(cli, tmp_path):
+# the GAN logs its metrics every log_every_n_steps batches: the poisoned batch 4 logs them (1) or not (50)
+@pytest.mark.parametrize("log_every_n_steps", [1, 50], ids=["logging-batch", "non-logging-batch"])
+def test_non_finite_loss_stops_naming_step_and_term_and_keeps_the_last_good_checkpoint(
+    cli, tmp_path, log_every_n_steps
+):
     config = write_config(tmp_path / "gan.yaml", max_steps=20, callbacks=POISON_AT_4)
-    code, _, err = cli("fit", "--config", config)
+    code, _, err = cli("fit", "--config", config, "--trainer.log_every_n_steps", log_every_n_steps)
     line = one_line_error(code, err)
     assert "non-finite training loss at batch 4" in line and "global step 10" in line
     assert "train/d_loss" in line and "last good checkpoint" in line

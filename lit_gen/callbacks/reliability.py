@@ -12,10 +12,10 @@
   the current batch — never between the two players' steps — save, and exit with status 143 / 130. A second
   Ctrl-C interrupts at once, without saving.
 
-``NonFiniteGuard`` stops the run when a logged training loss term is NaN or infinite, naming the term and
-the step; ``last.ckpt`` is not overwritten, so the last good checkpoint survives. With ``max_skips > 0`` an
-optimizer step whose gradients are not finite is skipped instead (its gradients dropped), up to that many
-times.
+``NonFiniteGuard`` stops the run when a training loss term is NaN or infinite (checked on every batch), naming
+the term and the step; ``last.ckpt`` is not overwritten, so the last good checkpoint survives. With
+``max_skips > 0`` an optimizer step whose gradients are not finite is skipped instead (its gradients dropped),
+up to that many times.
 """
 
 from __future__ import annotations
@@ -23,6 +23,7 @@ from __future__ import annotations
 import signal
 import sys
 import warnings
+from collections.abc import Mapping
 from types import FrameType
 from typing import Any
 
@@ -177,7 +178,11 @@ class Checkpoint(ModelCheckpoint):
 
 
 class NonFiniteGuard(Callback):
-    """Stops training when a logged training loss term (``train/*``) is NaN or infinite.
+    """Stops training when a training loss term is NaN or infinite, checked on every batch.
+
+    The terms are the ``train/*`` tensors the training step returns (the GAN returns its losses there, as it
+    logs only on logging batches); for a model whose step returns none, the ``train/*`` values it logged
+    (``trainer.callback_metrics``).
 
     The error names the batch, the global step and the terms; the checkpoint callback runs after this one
     and is not reached, so ``last.ckpt`` keeps the last good state. Under DDP the ranks decide together.
@@ -215,11 +220,7 @@ class NonFiniteGuard(Callback):
             )
 
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
-        terms = {
-            key: value
-            for key, value in trainer.callback_metrics.items()
-            if key.startswith("train/") and isinstance(value, torch.Tensor) and value.is_floating_point()
-        }
+        terms = self.loss_terms(trainer, outputs)
         # one host-device sync per batch for all terms (and one all-reduce under DDP)
         finite = bool(torch.stack([torch.isfinite(v).all() for v in terms.values()]).all()) if terms else True
         bad_anywhere = trainer.strategy.reduce_boolean_decision(not finite, all=False)
@@ -234,3 +235,21 @@ class NonFiniteGuard(Callback):
                 f"non-finite training loss at batch {batch_idx} of epoch {trainer.current_epoch} "
                 f"(global step {trainer.global_step}): {where}; last good checkpoint: {last}"
             )
+
+    @staticmethod
+    def loss_terms(trainer: Trainer, outputs: Any) -> dict[str, torch.Tensor]:
+        """The batch's loss terms: the ``train/*`` floating-point tensors in the training step's output, else
+        those in ``trainer.callback_metrics``."""
+
+        def floats(items) -> dict[str, torch.Tensor]:
+            return {
+                key: value
+                for key, value in items
+                if key.startswith("train/") and isinstance(value, torch.Tensor) and value.is_floating_point()
+            }
+
+        if isinstance(outputs, Mapping):
+            terms = floats(outputs.items())
+            if terms:
+                return terms
+        return floats(trainer.callback_metrics.items())
