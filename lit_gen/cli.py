@@ -22,9 +22,11 @@ from typing import Any
 import yaml
 from jsonargparse import ArgumentError, Namespace
 from lightning.fabric.utilities.exceptions import MisconfigurationException
-from lightning.pytorch import Trainer
+from lightning.pytorch import Callback, Trainer
+from lightning.pytorch.callbacks.progress import ProgressBar as LightningProgressBar
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI, SaveConfigCallback
 
+from lit_gen.callbacks.progress import ProgressBar
 from lit_gen.callbacks.reliability import Checkpoint, NonFiniteGuard
 from lit_gen.callbacks.slurm import SLURMRequeue
 from lit_gen.checkpoints import read_checkpoint
@@ -205,6 +207,18 @@ class LitGenCLI(LightningCLI):
         # leaving a stale last.ckpt behind (the path `sample` and the README use)
         parser.set_defaults({"checkpoint.save_last": True, "checkpoint.enable_version_counter": False})
         parser.add_lightning_class_args(NonFiniteGuard, "nonfinite")
+
+    def _instantiate_trainer(self, config: dict[str, Any], callbacks: list[Callback]) -> Trainer:
+        """The progress bar is ``lit_gen.callbacks.ProgressBar`` (redrawn at most 10 times a second) unless the
+        config chose one or turned it off."""
+        if config.get("enable_progress_bar") is not False:
+            chosen = config.get("callbacks") or []
+            chosen = [*(chosen if isinstance(chosen, list) else [chosen]), *callbacks]
+            defaults = self.trainer_defaults.get("callbacks") or []
+            chosen += defaults if isinstance(defaults, list) else [defaults]
+            if not any(isinstance(c, LightningProgressBar) for c in chosen):
+                callbacks = [*callbacks, ProgressBar()]
+        return super()._instantiate_trainer(config, callbacks)
 
     # --- run directory ---------------------------------------------------------------------------------------
 

@@ -1,7 +1,8 @@
-"""Callbacks: sample grids / scatter plots during training, toy mode metrics."""
+"""Callbacks: sample grids / scatter plots during training, toy mode metrics, checkpointing and the progress bar."""
 
 from lit_gen.callbacks.evaluation import SampleQuality
 from lit_gen.callbacks.modes import ModeMetrics
+from lit_gen.callbacks.progress import ProgressBar
 from lit_gen.callbacks.reliability import Checkpoint, NonFiniteGuard
 from lit_gen.callbacks.samples import SampleGrid, batches_done
 from lit_gen.callbacks.slurm import SLURMRequeue
@@ -10,6 +11,7 @@ __all__ = [
     "Checkpoint",
     "ModeMetrics",
     "NonFiniteGuard",
+    "ProgressBar",
     "SampleGrid",
     "SampleQuality",
     "SLURMRequeue",

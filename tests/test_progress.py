@@ -1,0 +1,91 @@
+"""The progress bar ``fit`` shows: lit_gen's ``ProgressBar`` (Lightning's TQDM bar, redrawn at most every
+``min_interval`` seconds) unless the config chooses a bar or turns it off."""
+
+from __future__ import annotations
+
+import pytest
+from fixtures import TINY_TOY_GAN, write_config
+from lightning.pytorch import Trainer
+from lightning.pytorch.callbacks import TQDMProgressBar
+
+from lit_gen.callbacks import ProgressBar
+from lit_gen.cli import LitGenCLI
+from lit_gen.data import Ring
+from lit_gen.models import GAN
+from lit_gen.nets import MLPDiscriminator, MLPGenerator
+
+
+@pytest.mark.parametrize(
+    "args, expected",
+    [
+        ([], ProgressBar),
+        (["--trainer.callbacks+=lightning.pytorch.callbacks.TQDMProgressBar"], TQDMProgressBar),
+        (["--trainer.enable_progress_bar", "false"], type(None)),
+    ],
+    ids=["default", "config-chooses-one", "off"],
+)
+def test_fit_uses_the_throttled_bar_unless_the_config_chooses_one(tmp_path, args, expected):
+    config = write_config(tmp_path / "toy.yaml", TINY_TOY_GAN.replace("enable_progress_bar: false", ""))
+    cli = LitGenCLI(
+        args=[
+            "fit",
+            "--config",
+            str(config),
+            "--run.root",
+            str(tmp_path / "runs"),
+            "--trainer.max_steps",
+            "2",
+            *args,
+        ]
+    )
+    assert type(cli.trainer.progress_bar_callback) is expected
+    bars = [c for c in cli.trainer.callbacks if isinstance(c, TQDMProgressBar)]
+    assert len(bars) == (0 if expected is type(None) else 1)
+
+
+def test_bar_redraws_at_most_every_min_interval_and_on_the_last_batch(monkeypatch):
+    now = [100.0]
+    monkeypatch.setattr("lit_gen.callbacks.progress.time.monotonic", lambda: now[0])
+    bar = ProgressBar(min_interval=1.0)
+    redraws = []
+    for current, t in enumerate([100.0, 100.5, 100.9, 101.2, 101.3, 101.4], start=1):
+        now[0] = t
+        if bar._should_update(current, total=6):
+            redraws.append(current)
+    assert redraws == [1, 4, 6]  # first batch, 1.2 s after it, the last batch
+    every_other = ProgressBar(refresh_rate=2, min_interval=0.0)
+    assert [n for n in range(1, 6) if every_other._should_update(n, total=5)] == [2, 4, 5]
+
+
+def test_a_fit_redraws_the_bar_once_per_redraw_with_the_metrics():
+    class CountingBar(ProgressBar):
+        def __init__(self, **kwargs) -> None:
+            super().__init__(**kwargs)
+            self.postfixes: list[dict] = []
+
+        def get_metrics(self, trainer, pl_module):
+            metrics = super().get_metrics(trainer, pl_module)
+            self.postfixes.append(dict(metrics))
+            return metrics
+
+    bar = CountingBar(min_interval=3600.0)
+    model = GAN(
+        MLPGenerator(latent_dim=2, hidden=[8]), MLPDiscriminator(data_dim=2, hidden=[8]), noise_seed=0
+    )
+    trainer = Trainer(
+        accelerator="cpu",
+        max_epochs=1,
+        limit_train_batches=7,
+        limit_val_batches=0,
+        log_every_n_steps=50,
+        logger=False,
+        enable_checkpointing=False,
+        enable_model_summary=False,
+        callbacks=[bar],
+    )
+    trainer.fit(model, datamodule=Ring(num_train=200, num_val=10, batch_size=8))
+    # batch 1 and batch 7 (the last) during the epoch, then Lightning's own redraw at the epoch's end
+    assert bar.train_progress_bar.n == 7
+    assert len(bar.postfixes) == 3
+    # the GAN logs the bar's losses on its last batch, although log_every_n_steps is larger than the epoch
+    assert {"d_loss", "g_loss"} <= set(bar.postfixes[1])
