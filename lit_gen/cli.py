@@ -209,7 +209,7 @@ class LitGenCLI(LightningCLI):
         parser.add_lightning_class_args(NonFiniteGuard, "nonfinite")
 
     def _instantiate_trainer(self, config: dict[str, Any], callbacks: list[Callback]) -> Trainer:
-        """The progress bar is ``lit_gen.callbacks.ProgressBar`` (redrawn at most 10 times a second) unless the
+        """The progress bar is ``lit_gen.callbacks.ProgressBar`` (redrawn at most twice a second) unless the
         config chose one or turned it off."""
         if config.get("enable_progress_bar") is not False:
             chosen = config.get("callbacks") or []
