@@ -6,19 +6,24 @@ the same networks, data loader, optimizers and per-iteration work, side by side 
     python experiments/overhead/run.py --cases toy --repeats 3 --iters 300
     python experiments/overhead/run.py --profile toy        # cProfile of the Lightning side (top 40)
 
-Lightning side: ``python -m lit_gen fit --config <config>`` exactly as a user runs it -- TQDM progress bar on
-(written to a log file), the default CSVLogger, ``log_every_n_steps`` and callbacks (sample grids, mode metrics,
-ModelCheckpoint) of the config -- with these differences, stated in the output: ``trainer.max_steps`` is cut to
-``warmup + iters`` batches, the model summary is off, ``accelerator: cpu``, and the DCGAN case trains on random
-CIFAR-shaped images (3x32x32 in [0, 1], ``num_workers: 0``, batch 64 unless ``--dcgan-batch``) instead of
-downloading CIFAR-10. The config's periodic callbacks do not fire inside the timed window (their periods are
-longer); the final checkpoint is written after it.
+Lightning side: ``python -m lit_gen fit --config <config>`` exactly as a user runs it -- the progress bar on
+(``fit``'s default ``lit_gen.callbacks.ProgressBar``: Lightning's TQDM bar, redrawn at most every 0.5 s;
+written to a log file), the config's loggers (W&B, offline, + CSV in both configs), ``log_every_n_steps`` and
+callbacks (sample grids, mode metrics) and the CLI's own (checkpoint, non-finite loss guard, SLURM requeue,
+config saver) -- with these differences, stated in the output: ``trainer.max_steps`` is cut to ``warmup +
+iters`` batches, the model summary is off, ``accelerator: cpu``, the benchmark adds one callback (the clock that
+reads the time at batch ends), and the DCGAN case trains on random CIFAR-shaped images (3x32x32 in [0, 1],
+``num_workers: 0``, the config's batch of 128) instead of downloading CIFAR-10. The config's periodic callbacks
+do not fire inside the timed window (their periods are longer); the final checkpoint is written after it.
 
 Plain side: the same ``nn.Module`` classes with the same initial weights, the optimizers built by the model's own
 injected optimizer callables (same class, lr, betas), the same loss object, the same ``DataLoader``, and per
 iteration: fetch a batch, one forward of G, a D step on real and detached fake samples (PacGAN packing when the
 config packs), a G step with D's parameters frozen (what ``toggle_optimizer`` does), the generator EMA update when
-the config enables EMA, and the loss values kept every ``log_every_n_steps`` iterations.
+the config enables EMA, and the loss values kept every ``log_every_n_steps`` iterations. It draws the latents
+from the global RNG (lit_gen seeds a generator per batch, for resumable noise: counted as overhead) and does not
+step LR schedulers (the toy config's two ``LinearLR`` steps per batch, a few microseconds, are on the Lightning
+side only).
 
 The time per iteration is measured between the ends of iteration ``warmup`` and ``warmup + iters`` on both sides
 (data fetching, hooks, logging and progress bar included). Repeats alternate Lightning/plain in ABBA order, and
