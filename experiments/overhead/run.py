@@ -17,13 +17,13 @@ reads the time at batch ends), and the DCGAN case trains on random CIFAR-shaped 
 do not fire inside the timed window (their periods are longer); the final checkpoint is written after it.
 
 Plain side: the same ``nn.Module`` classes with the same initial weights, the optimizers built by the model's own
-injected optimizer callables (same class, lr, betas), the same loss object, the same ``DataLoader``, and per
-iteration: fetch a batch, one forward of G, a D step on real and detached fake samples (PacGAN packing when the
-config packs), a G step with D's parameters frozen (what ``toggle_optimizer`` does), the generator EMA update when
-the config enables EMA, and the loss values kept every ``log_every_n_steps`` iterations. It draws the latents
-from the global RNG (lit_gen seeds a generator per batch, for resumable noise: counted as overhead) and does not
-step LR schedulers (the toy config's two ``LinearLR`` steps per batch, a few microseconds, are on the Lightning
-side only).
+injected optimizer callables (same class, lr, betas), the same loss and penalty objects, the same ``DataLoader``,
+and per iteration: fetch a batch, one forward of G, a D step on real and detached fake samples (PacGAN packing
+when the config packs, plus the gradient penalty when it has one), a G step with D's parameters frozen (what
+``toggle_optimizer`` does), the generator EMA update when the config enables EMA, and the loss values kept every
+``log_every_n_steps`` iterations. It draws the latents from the global RNG (lit_gen seeds a generator per batch,
+for resumable noise: counted as overhead) and does not step LR schedulers (the toy config's two ``LinearLR``
+steps per batch, a few microseconds, are on the Lightning side only).
 
 The time per iteration is measured between the ends of iteration ``warmup`` and ``warmup + iters`` on both sides
 (data fetching, hooks, logging and progress bar included). Repeats alternate Lightning/plain in ABBA order, and
@@ -158,11 +158,11 @@ def lightning_run(case: str, warmup: int, iters: int, run_root: str, extra: list
 
 
 def plain_run(cli: BenchCLI, warmup: int, iters: int) -> tuple[float, float]:
-    """The iteration of ``GAN.training_step`` (n_critic 1, no penalty) as a plain PyTorch loop; (wall, CPU)
+    """The iteration of ``GAN.training_step`` (n_critic 1) as a plain PyTorch loop; (wall, CPU)
     seconds per timed iteration."""
     model = cli.model
-    if model.n_critic != 1 or model.penalty is not None:
-        raise SystemExit("the plain loop mirrors n_critic 1 without a gradient penalty")
+    if model.n_critic != 1:
+        raise SystemExit("the plain loop mirrors n_critic 1")
     generator = copy.deepcopy(cli.initial_generator).train()
     discriminator = copy.deepcopy(cli.initial_discriminator).train()
     opt_g = model.generator_optimizer(generator.parameters())
@@ -173,7 +173,7 @@ def plain_run(cli: BenchCLI, warmup: int, iters: int) -> tuple[float, float]:
             generator, multi_avg_fn=get_ema_multi_avg_fn(model.hparams.ema_decay), use_buffers=False
         )
         ema.requires_grad_(False)
-    loss, pack, latent_dim = model.loss, model.pack, model.latent_dim
+    loss, penalty, pack, latent_dim = model.loss, model.penalty, model.pack, model.latent_dim
     log_every = cli.trainer.log_every_n_steps
     logged: list[float] = []
 
@@ -192,8 +192,11 @@ def plain_run(cli: BenchCLI, warmup: int, iters: int) -> tuple[float, float]:
         real = real[:n]
         fake = generator(torch.randn(n, latent_dim))
         d_loss = loss.discriminator(discriminate(real), discriminate(fake.detach()))
+        d_total = d_loss
+        if penalty is not None:
+            d_total = d_loss + penalty(discriminate, real, fake.detach(), torch.rand(n))
         opt_d.zero_grad(set_to_none=True)
-        d_loss.backward()
+        d_total.backward()
         opt_d.step()
         discriminator.requires_grad_(False)
         g_loss = loss.generator(discriminate(fake))
