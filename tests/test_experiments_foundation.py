@@ -6,6 +6,7 @@ import importlib.util
 import json
 
 import pytest
+import yaml
 from conftest import ROOT
 
 
@@ -38,7 +39,10 @@ def test_overhead_script_times_both_sides(tmp_path, capsys):
     )
     out = capsys.readouterr().out
     (result,) = json.loads(out.strip().splitlines()[-1])
-    assert result["case"] == "toy" and result["batch_size"] == 100
+    batch_size = yaml.safe_load((ROOT / "configs" / "toy_grid.yaml").read_text())["data"]["init_args"][
+        "batch_size"
+    ]
+    assert result["case"] == "toy" and result["batch_size"] == batch_size
     for kind in ("wall", "cpu"):
         assert result[kind]["lit_gen_ms"] > 0 and result[kind]["plain_ms"] > 0 and result[kind]["ratio"] > 0
-    assert "| toy | `configs/toy_grid.yaml` | 100 | cpu |" in out
+    assert f"| toy | `configs/toy_grid.yaml` | {batch_size} | cpu |" in out
