@@ -18,12 +18,13 @@ do not fire inside the timed window (their periods are longer); the final checkp
 
 Plain side: the same ``nn.Module`` classes with the same initial weights, the optimizers built by the model's own
 injected optimizer callables (same class, lr, betas), the same loss and penalty objects, the same ``DataLoader``,
-and per iteration: fetch a batch, one forward of G, a D step on real and detached fake samples (PacGAN packing
-when the config packs, plus the gradient penalty when it has one), a G step with D's parameters frozen (what
-``toggle_optimizer`` does), the generator EMA update when the config enables EMA, and the loss values kept every
-``log_every_n_steps`` iterations. It draws the latents from the global RNG (lit_gen seeds a generator per batch,
-for resumable noise: counted as overhead) and does not step LR schedulers (the toy config's two ``LinearLR``
-steps per batch, a few microseconds, are on the Lightning side only).
+and per iteration: fetch a batch (a new loader iterator when an epoch ends), one forward of G, a D step on real
+and detached fake samples (PacGAN packing when the config packs, plus the gradient penalty when it has one), a G
+step with D's parameters frozen (what ``toggle_optimizer`` does), the generator EMA update when the config
+enables EMA, and the loss values kept every ``log_every_n_steps`` iterations. It draws the latents from the
+global RNG (lit_gen seeds a generator per batch, for resumable noise: counted as overhead) and does not step LR
+schedulers (the toy config's two ``LinearLR`` steps per batch, a few microseconds, are on the Lightning side
+only).
 
 The time per iteration is measured between the ends of iteration ``warmup`` and ``warmup + iters`` on both sides
 (data fetching, hooks, logging and progress bar included). Repeats alternate Lightning/plain in ABBA order, and
@@ -182,10 +183,15 @@ def plain_run(cli: BenchCLI, warmup: int, iters: int) -> tuple[float, float]:
             x = x.reshape(x.shape[0] // pack, -1, *x.shape[2:])
         return discriminator(x)
 
-    batches = iter(cli.datamodule.train_dataloader())
+    loader = cli.datamodule.train_dataloader()
+    batches = iter(loader)
     start = (0.0, 0.0)
     for it in range(1, warmup + iters + 1):
-        real = next(batches)[0]
+        try:
+            real = next(batches)[0]
+        except StopIteration:  # the next epoch, as the Trainer starts one
+            batches = iter(loader)
+            real = next(batches)[0]
         if real.dim() == 4:
             real = real * 2.0 - 1.0
         n = real.shape[0] - real.shape[0] % pack
