@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 import torch
 from conftest import CONFIGS, SHARED_DATA, run_dirs
+from torch import Tensor
 
 from lit_gen.data.pixels import PixelVocabulary, quantize
 from lit_gen.data.text import ByteVocabulary, CharVocabulary, RandomWindowBatches, Text, Vocabulary
@@ -66,6 +67,24 @@ def test_changing_a_later_token_never_changes_earlier_logits(options):
         assert not torch.allclose(other[:, t:], logits[:, t:])
 
 
+def test_rotary_scores_depend_on_relative_positions_only():
+    from lit_gen.nets.transformer import apply_rotary, rotary_tables
+
+    torch.manual_seed(0)
+    cos, sin = rotary_tables(16, 8)
+    q, k = torch.randn(1, 1, 1, 8), torch.randn(1, 1, 1, 8)
+
+    def score(m: int, n: int) -> Tensor:  # query at position m, key at position n
+        return (
+            apply_rotary(q, cos[m : m + 1], sin[m : m + 1]) * apply_rotary(k, cos[n : n + 1], sin[n : n + 1])
+        ).sum()
+
+    assert torch.allclose(score(5, 2), score(12, 9), atol=1e-5) and torch.allclose(score(3, 3), (q * k).sum())
+    assert not torch.allclose(score(5, 2), score(5, 4), atol=1e-3)
+    # a rotation: norms are kept
+    assert torch.allclose(apply_rotary(q, cos[7:8], sin[7:8]).norm(), q.norm())
+
+
 @pytest.mark.parametrize("rotary", [False, True], ids=["learned", "rope"])
 def test_cached_generation_equals_full_recomputation(rotary):
     """Greedy decoding with the key/value cache (and past the context, cropped) matches argmax of full passes."""
@@ -86,9 +105,11 @@ def test_weight_tying_and_parameter_groups():
     assert net.lm_head.weight is net.wte.weight
     model = Autoregressive(net, optimizer=lambda groups: torch.optim.AdamW(groups, lr=1e-3, weight_decay=0.1))
     optimizer = model.configure_optimizers()
-    decay, no_decay = optimizer.param_groups
-    assert decay["weight_decay"] == 0.1 and no_decay["weight_decay"] == 0.0
-    assert all(p.dim() >= 2 for p in decay["params"]) and all(p.dim() < 2 for p in no_decay["params"])
+    matrices, embeddings, vectors = optimizer.param_groups
+    assert [g["name"] for g in optimizer.param_groups] == ["matrices", "embeddings", "vectors"]
+    assert matrices["weight_decay"] == embeddings["weight_decay"] == 0.1 and vectors["weight_decay"] == 0.0
+    assert embeddings["params"] == [net.wte.weight, net.wpe.weight]  # the tied head is the token embedding
+    assert all(p.dim() == 2 for p in matrices["params"]) and all(p.dim() < 2 for p in vectors["params"])
     assert sum(p.numel() for g in optimizer.param_groups for p in g["params"]) == sum(
         p.numel() for p in net.parameters()
     )

@@ -255,10 +255,15 @@ PIXEL_DATA = """  class_path: lit_gen.data.PixelTokens
     images: {class_path: lit_gen.data.Digits, init_args: {image_size: 4, batch_size: 8}}"""
 
 
+MUON = """    optimizer:
+      class_path: lit_gen.optim.MuonWithAdamW
+      init_args: {lr: 0.001, muon_lr: 0.002, weight_decay: 0.1}"""
+
+
 @pytest.mark.skipif(not HAS_GPT, reason="the transformer family is not in this checkout")
-@pytest.mark.parametrize("data", ["text", "pixels"])
+@pytest.mark.parametrize("data", ["text", "pixels", "text-muon-rope"])
 def test_transformer_resume_is_bitwise_equal_to_the_uninterrupted_run(tmp_path, data):
-    if data == "text":
+    if data.startswith("text"):
         text = "".join(f"line {i}: the quick brown fox jumps over the lazy dog.\n" for i in range(300))
         (tmp_path / "corpus.txt").write_text(text)
         vocab = len(set(text))
@@ -266,6 +271,12 @@ def test_transformer_resume_is_bitwise_equal_to_the_uninterrupted_run(tmp_path, 
     else:
         vocab, block = 17, PIXEL_DATA  # 4 x 4 pixels at 16 levels + begin-of-image: 16 tokens per image
     config = GPT_CONFIG.replace("VOCAB", str(vocab)).replace("DATA", block)
+    if (
+        data == "text-muon-rope"
+    ):  # the speedrun's optimizer (two torch optimizers in one) and rotary embeddings
+        config = config.replace("bias: false}", "bias: false, rotary: true}")
+        start, end = config.index("    optimizer:"), config.index("    lr_scheduler:")
+        config = config[:start] + MUON + "\n" + config[end:]
     whole, resumed, _ = fit_whole_and_resumed(tmp_path, config, 5, 10)
     for key in RESUMED_STATE:
         assert differences(whole[key], resumed[key], key) == [], key

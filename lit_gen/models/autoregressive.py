@@ -28,6 +28,7 @@ from torchmetrics import MeanMetric
 
 from lit_gen.errors import LitGenError
 from lit_gen.models.base import GenerativeModule, eval_mode
+from lit_gen.optim import parameter_groups
 
 if TYPE_CHECKING:
     from lit_gen.data.text import Vocabulary
@@ -88,8 +89,10 @@ class Autoregressive(GenerativeModule):
     Args:
         network: a ``lit_gen.nets.GPT`` (anything mapping ids ``(B, T)`` to logits ``(B, T, V)`` with
             ``vocab_size``/``block_size`` attributes and a ``generate`` method).
-        optimizer: called with two parameter groups: weights of matrices and embeddings (decayed with the
-            optimizer's ``weight_decay``) and biases/norm gains (``weight_decay: 0``).
+        optimizer: called with named parameter groups (``lit_gen.optim.parameter_groups``): ``matrices`` (hidden
+            layers' weights) and ``embeddings``, decayed with the optimizer's ``weight_decay``, and ``vectors``
+            (biases, norm gains; ``weight_decay: 0``). AdamW treats the first two alike, as nanoGPT does;
+            ``lit_gen.optim.MuonWithAdamW`` gives the matrices to Muon.
         lr_scheduler: optional, stepped after every optimizer step (e.g. ``WarmupCosineLR``).
         temperature / top_k: sampling settings of ``generate`` (and of ``SampleGrid`` grids).
         sample_length: tokens per text sample from ``generate`` (default: the network's ``block_size``).
@@ -157,10 +160,7 @@ class Autoregressive(GenerativeModule):
     # --- optimization ----------------------------------------------------------------------------------------
 
     def configure_optimizers(self):
-        params = [p for p in self.network.parameters() if p.requires_grad]
-        decay = [p for p in params if p.dim() >= 2]
-        no_decay = [p for p in params if p.dim() < 2]
-        optimizer = self.optimizer([{"params": decay}, {"params": no_decay, "weight_decay": 0.0}])
+        optimizer = self.optimizer(parameter_groups(self.network))
         if self.lr_scheduler is None:
             return optimizer
         scheduler = self.lr_scheduler(optimizer)

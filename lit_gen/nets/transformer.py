@@ -33,9 +33,12 @@ def rotary_tables(block_size: int, head_dim: int, base: float = 10000.0) -> tupl
 
 
 def apply_rotary(x: Tensor, cos: Tensor, sin: Tensor) -> Tensor:
-    """Rotates pairs ``(x[..., i], x[..., i + d/2])`` of ``x (B, H, T, d)`` by position-dependent angles."""
-    x1, x2 = x.chunk(2, dim=-1)
-    return torch.cat((x1 * cos - x2 * sin, x1 * sin + x2 * cos), dim=-1).type_as(x)
+    """Rotates the pairs ``(x[..., 2i], x[..., 2i + 1])`` of ``x (B, T, H, d)`` by the angles of positions
+    ``0..T-1`` of the tables ``(T, d/2)``: one complex multiplication (as in LLaMA), which on a CPU costs less than
+    half of rotating the two halves with real arithmetic."""
+    rotation = torch.complex(cos, sin)[:, None, :]  # (T, 1, d/2)
+    pairs = torch.view_as_complex(x.float().reshape(*x.shape[:-1], -1, 2))
+    return torch.view_as_real(pairs * rotation).flatten(-2).type_as(x)
 
 
 def norm_layer(dim: int, bias: bool, rms_norm: bool) -> nn.Module:
@@ -70,15 +73,14 @@ class CausalSelfAttention(nn.Module):
 
     def forward(self, x: Tensor, cache: KVCache | None = None, layer: int = 0) -> Tensor:
         B, T, C = x.shape
-        q, k, v = (
-            t.view(B, T, self.n_head, self.head_dim).transpose(1, 2) for t in self.c_attn(x).split(C, 2)
-        )
+        q, k, v = (t.view(B, T, self.n_head, self.head_dim) for t in self.c_attn(x).split(C, 2))
         if self.q_norm is not None:
             q, k = self.q_norm(q), self.k_norm(k)
         start = cache.length if cache is not None else 0
         if self.rotary:
             cos, sin = self.cos[start : start + T], self.sin[start : start + T]
             q, k = apply_rotary(q, cos, sin), apply_rotary(k, cos, sin)
+        q, k, v = q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2)  # (B, n_head, T, head_dim)
         if cache is not None:
             if T > 1 and start > 0:
                 raise ValueError("KVCache: several new tokens after a non-empty cache are not supported")
@@ -189,6 +191,21 @@ class GPT(nn.Module):
         """Parameter count; by default without the position embedding (as nanoGPT reports it)."""
         n = sum(p.numel() for p in self.parameters())
         return n - self.wpe.weight.numel() if non_embedding and self.wpe is not None else n
+
+    def parameter_groups(self) -> dict[str, list[nn.Parameter]]:
+        """The parameters by role, for optimizers that treat them differently (``lit_gen.optim``): the hidden
+        layers' weight ``matrices``, the ``embeddings`` (token and position embeddings and an untied output
+        head), and the 1-D ``vectors`` (norm gains, biases)."""
+        embeddings = [self.wte.weight] + ([self.wpe.weight] if self.wpe is not None else [])
+        if self.lm_head.weight is not self.wte.weight:
+            embeddings.append(self.lm_head.weight)
+        ids = {id(p) for p in embeddings}
+        rest = [p for p in self.parameters() if id(p) not in ids]
+        return {
+            "matrices": [p for p in rest if p.dim() >= 2],
+            "embeddings": embeddings,
+            "vectors": [p for p in rest if p.dim() < 2],
+        }
 
     def new_cache(self, batch: int, like: Tensor) -> KVCache:
         return KVCache(self.n_layer, batch, self.n_head, self.block_size, self.n_embd // self.n_head, like)
