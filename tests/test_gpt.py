@@ -203,6 +203,10 @@ def test_tiny_text_is_memorised_and_sampled_from_the_checkpoint_alone(cli, tmp_p
         assert key in header
     val = [row.split(",")[header.index("val/loss")] for row in metrics[1:]]
     assert float([v for v in val if v][-1]) < 0.05
+    # training metrics are computed and logged only where the loggers write: every log_every_n_steps (10)
+    rows = [dict(zip(header, row.split(","))) for row in metrics[1:]]
+    assert [int(r["step"]) for r in rows if r["train/loss"]] == list(range(9, 200, 10))
+    assert [int(r["step"]) for r in rows if r["train/tokens_per_sec"]] == list(range(9, 200, 10))
     path.unlink()  # the vocabulary comes from the checkpoint
     ckpt = run / "checkpoints" / "last.ckpt"
     args = ("sample", "--ckpt_path", ckpt, "--prompt", "First Citizen:", "--max_new_tokens", 80)

@@ -60,6 +60,19 @@ class GenerativeModule(LightningModule):
     def generate(self, num_samples: int, generator: torch.Generator | None = None) -> Tensor:
         raise NotImplementedError
 
+    def _logs_this_batch(self, batch_idx: int) -> bool:
+        """Whether this training batch logs its metrics: on the batches whose metrics Lightning writes to the
+        loggers (every ``trainer.log_every_n_steps``; the test Lightning's own LearningRateMonitor uses) and on the
+        last batch of an epoch or of ``max_steps``, so that ``trainer.callback_metrics`` ends a fit with the last
+        batch's values. A ``self.log`` call costs ~0.3 ms of CPU, as much as a toy model's whole step.
+
+        Call it in ``training_step``: with automatic optimization this batch's optimizer step is still to come."""
+        trainer = self.trainer
+        if trainer._logger_connector.should_update_logs or trainer.fast_dev_run:
+            return True
+        steps = trainer.global_step + (1 if self.automatic_optimization else 0)
+        return batch_idx + 1 >= trainer.num_training_batches or 0 <= trainer.max_steps <= steps
+
     def global_draw(
         self, draw, seed: int, shape: Sequence[int], dim: int = 0, dtype: torch.dtype | None = None
     ) -> Tensor:

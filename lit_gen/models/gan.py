@@ -280,16 +280,6 @@ class GAN(GenerativeModule):
         # the loss terms of this batch, for callbacks (``outputs``): NonFiniteGuard checks them every batch
         return losses
 
-    def _logs_this_batch(self, batch_idx: int) -> bool:
-        """Whether this batch logs its metrics: on the batches whose metrics Lightning writes to the loggers
-        (every ``trainer.log_every_n_steps``; the test Lightning's own LearningRateMonitor uses) and on the last
-        batch of an epoch or of ``max_steps``, so that ``trainer.callback_metrics`` ends a fit with the last
-        batch's values. A ``self.log`` call costs ~0.3 ms of CPU, as much as a toy model's whole step."""
-        trainer = self.trainer
-        if trainer._logger_connector.should_update_logs or trainer.fast_dev_run:
-            return True
-        return batch_idx + 1 >= trainer.num_training_batches or 0 <= trainer.max_steps <= trainer.global_step
-
     def _log_train_metrics(self, logs: dict[str, Tensor], opt_g, opt_d) -> None:
         if self.trainer.world_size > 1:  # synced over ranks in one all-reduce (not one per value: sync_dist)
             keys = list(logs)
