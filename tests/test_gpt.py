@@ -2,13 +2,20 @@
 
 from __future__ import annotations
 
+import copy
+import functools
+import importlib.util
+import json
 import math
+import subprocess
+import sys
 from pathlib import Path
 
+import lightning as L
 import numpy as np
 import pytest
 import torch
-from conftest import CONFIGS, SHARED_DATA, run_dirs
+from conftest import CONFIGS, ROOT, SHARED_DATA, run_dirs
 from torch import Tensor
 
 from lit_gen.data.pixels import PixelVocabulary, quantize
@@ -18,6 +25,7 @@ from lit_gen.models.autoregressive import WarmupCosineLR
 from lit_gen.nets import GPT
 
 GPT_CONFIGS = sorted(CONFIGS.glob("gpt_*.yaml"))
+EXPERIMENTS = ROOT / "experiments"
 
 #: a text the tiny model memorises: one line repeated, so every window predicts the next character exactly
 LINE = "First Citizen: Before we proceed any further, hear me speak.\n"
@@ -139,6 +147,81 @@ def test_warmup_cosine_matches_nanogpt_get_lr():
             assert optimizer.param_groups[0]["lr"] == pytest.approx(nanogpt_lr(step), rel=1e-9, abs=1e-12)
         optimizer.step()
         scheduler.step()
+
+
+def _nanogpt_reference():
+    spec = importlib.util.spec_from_file_location(
+        "nanogpt_reference", EXPERIMENTS / "nanogpt" / "reference.py"
+    )
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_lightning_training_equals_nanogpts_plain_loop_on_the_same_batches(tmp_path):
+    """The Autoregressive module under Lightning (AdamW groups, per-step schedule, clipping) makes the same
+    updates as nanoGPT's loop (experiments/nanogpt/reference.py's schedule) given the same initial weights and
+    batches: what is left between the two in the benchmark is which random windows each draws."""
+    reference = _nanogpt_reference()
+    text = "".join(f"{i}: the quick brown fox jumps over the lazy dog.\n" for i in range(200))
+    datamodule = Text(str(write_text(tmp_path / "t.txt", text)), block_size=16, batch_size=4)
+    datamodule.setup()
+    torch.manual_seed(0)
+    net = tiny_gpt(vocab_size=datamodule.vocab_size)
+    plain = copy.deepcopy(net)
+    adamw = functools.partial(torch.optim.AdamW, lr=1e-2, betas=(0.9, 0.99), weight_decay=0.1)
+    schedule = functools.partial(WarmupCosineLR, warmup_steps=3, decay_steps=12, min_lr=1e-3)
+    model = Autoregressive(net, optimizer=adamw, lr_scheduler=schedule)
+    trainer = L.Trainer(
+        max_steps=12,
+        gradient_clip_val=1.0,
+        accelerator="cpu",
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        limit_val_batches=0,
+    )
+    trainer.fit(model, datamodule)
+
+    params = list(plain.parameters())
+    optimizer = adamw(
+        [
+            {"params": [p for p in params if p.dim() >= 2], "weight_decay": 0.1},
+            {"params": [p for p in params if p.dim() < 2], "weight_decay": 0.0},
+        ]
+    )
+    batches = RandomWindowBatches(datamodule.train_tokens, 16, 4, datamodule.seed)
+    for it in range(12):
+        for group in optimizer.param_groups:
+            group["lr"] = reference.get_lr(it, 1e-2, 3, 12, 1e-3)
+        x, y = batches.batch(it)
+        torch.nn.functional.cross_entropy(plain(x).flatten(0, 1), y.flatten()).backward()
+        torch.nn.utils.clip_grad_norm_(plain.parameters(), 1.0)
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+    for (name, p), q in zip(net.named_parameters(), plain.parameters()):
+        assert torch.allclose(p, q, atol=1e-6), name
+    torch.manual_seed(0)
+    assert not torch.allclose(
+        plain.wte.weight, tiny_gpt(vocab_size=datamodule.vocab_size).wte.weight
+    )  # it trained
+
+
+def test_nanogpt_reference_script_reports_its_run(tmp_path):
+    text = "".join(f"{i}: the quick brown fox jumps over the lazy dog.\n" for i in range(500))
+    path = write_text(tmp_path / "t.txt", text)
+    script = EXPERIMENTS / "nanogpt" / "reference.py"
+    done = subprocess.run(
+        [sys.executable, str(script), "--data", str(path), "--max_iters", "3", "--threads", "1"],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert done.returncode == 0, done.stderr
+    result = json.loads(done.stdout.strip().splitlines()[-1])
+    assert result["steps"] == 3 and result["val_curve"][0][0] == 0 and result["val_curve"][-1][0] == 3
+    assert 0 < result["val_loss_full"] < math.log(len(set(text))) + 0.5 and result["wall_s"] > 0
 
 
 # --- data ------------------------------------------------------------------------------------------------
