@@ -16,6 +16,7 @@ import numpy as np
 import pytest
 import torch
 from conftest import CONFIGS, ROOT, SHARED_DATA, run_dirs
+from lightning.pytorch import Callback
 from torch import Tensor
 
 from lit_gen.data.pixels import PixelVocabulary, quantize
@@ -206,6 +207,29 @@ def test_lightning_training_equals_nanogpts_plain_loop_on_the_same_batches(tmp_p
     assert not torch.allclose(
         plain.wte.weight, tiny_gpt(vocab_size=datamodule.vocab_size).wte.weight
     )  # it trained
+
+
+class PoisonWeights(Callback):
+    """Makes every logit NaN from training batch ``batch`` on."""
+
+    def __init__(self, batch: int) -> None:
+        self.batch = batch
+
+    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:
+        if batch_idx == self.batch:
+            with torch.no_grad():
+                pl_module.network.ln_f.weight.fill_(float("nan"))
+
+
+def test_a_non_finite_loss_on_a_batch_that_does_not_log_stops_the_fit(cli, tmp_path):
+    text = LINE * 20
+    path = write_text(tmp_path / "tiny.txt", text)
+    poison = "[{class_path: test_gpt.PoisonWeights, init_args: {batch: 4}}]"
+    args = tiny_text_args(path, text, steps=20)
+    code, _, err = cli("fit", *args, "--trainer.log_every_n_steps", 50, "--trainer.callbacks", poison)
+    lines = [line for line in err.strip().splitlines() if line.startswith("lit_gen: error:")]
+    assert code != 0 and len(lines) == 1, err
+    assert "non-finite training loss at batch 4" in lines[0] and "train/loss" in lines[0]
 
 
 def test_nanogpt_reference_script_reports_its_run(tmp_path):

@@ -178,7 +178,7 @@ class Autoregressive(GenerativeModule):
         logits = self.network(x)
         return F.cross_entropy(logits.view(-1, logits.size(-1)), y.reshape(-1))
 
-    def training_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> Tensor:
+    def training_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> dict[str, Tensor]:
         loss = self.loss(batch)
         if self._logs_this_batch(batch_idx):  # only where a logger writes (a log call costs ~0.3 ms)
             value = loss.detach()
@@ -187,7 +187,8 @@ class Autoregressive(GenerativeModule):
             self.log("train/perplexity", value.exp())
             self.log("train/lr", self.trainer.optimizers[0].param_groups[0]["lr"])
             self._log_throughput = True
-        return loss
+        # the loss term for callbacks (``outputs``) too: NonFiniteGuard checks it on every batch
+        return {"loss": loss, "train/loss": loss.detach()}
 
     def on_train_batch_end(self, outputs, batch, batch_idx: int) -> None:
         now = time.perf_counter()
