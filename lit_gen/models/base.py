@@ -67,7 +67,9 @@ class GenerativeModule(LightningModule):
         batch's values. A ``self.log`` call costs ~0.3 ms of CPU, as much as a toy model's whole step.
 
         Call it in ``training_step``: with automatic optimization this batch's optimizer step is still to come."""
-        trainer = self.trainer
+        trainer = self._trainer
+        if trainer is None:  # called outside a fit (e.g. a test calling training_step): nothing to log to
+            return False
         if trainer._logger_connector.should_update_logs or trainer.fast_dev_run:
             return True
         steps = trainer.global_step + (1 if self.automatic_optimization else 0)

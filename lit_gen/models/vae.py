@@ -389,7 +389,7 @@ class VAE(GenerativeModule):
     def images(batch) -> Tensor:
         return batch[0] if isinstance(batch, (list, tuple)) else batch
 
-    def training_step(self, batch, batch_idx: int) -> Tensor:
+    def training_step(self, batch, batch_idx: int) -> dict[str, Tensor]:
         images = self.images(batch)
         n = images.shape[0]
         x = self.likelihood.prepare(images, self.train_noise(torch.rand, _BINARIZE, images.shape).to(images))
@@ -399,10 +399,11 @@ class VAE(GenerativeModule):
         loss = terms["loss"].mean()
         self.batches_seen += 1
         logs = {f"train/{key}": value.detach().mean() for key, value in terms.items()}
-        logs["train/beta"] = beta
-        self.log_dict(logs, batch_size=x.shape[0])
-        self.log("loss", loss.detach(), prog_bar=True, logger=False, batch_size=x.shape[0])
-        return loss
+        if self._logs_this_batch(batch_idx):  # only where a logger writes (a log call costs ~0.3 ms)
+            self.log_dict({**logs, "train/beta": beta}, batch_size=x.shape[0])
+            self.log("loss", loss.detach(), prog_bar=True, logger=False, batch_size=x.shape[0])
+        # the loss terms for callbacks (``outputs``) too: NonFiniteGuard checks them on every batch
+        return {"loss": loss, **logs}
 
     def _evaluate(self, batch, batch_idx: int, stage: int, prefix: str, k: int) -> None:
         x = self.likelihood.prepare(self.images(batch), self.rng(stage, _BINARIZE, batch_idx))
