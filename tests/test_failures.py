@@ -104,7 +104,10 @@ def test_sigterm_and_ctrl_c_stop_after_a_batch_with_a_checkpoint_that_resumes_ex
     run("fit", "--config", config, "--run.root", tmp_path / "whole", "--trainer.max_steps", target)
     resumed, whole = last_checkpoint(runs[signal.SIGTERM]), last_checkpoint(tmp_path / "whole")
     assert resumed["global_step"] == whole["global_step"] == target
-    for key in ("state_dict", "optimizer_states", "rng_states", "loops"):
+    # a stop on an epoch's last batch resumes with Lightning's epoch counters one behind: the known bug that
+    # test_a_signal_stop_resumes_exactly[last-batch-of-epoch] pins; the signal's timing decides where it lands
+    on_last_batch = (stopped["global_step"] // 2) % BATCHES_PER_EPOCH == 0
+    for key in ("state_dict", "optimizer_states", "rng_states") + (() if on_last_batch else ("loops",)):
         assert differences(whole[key], resumed[key], key) == [], key
     assert last_checkpoint(runs[signal.SIGINT])["global_step"] > 0
 
@@ -224,3 +227,69 @@ def test_non_finite_steps_can_be_skipped_and_counted(cli, tmp_path):
     assert steps == [6, 5]
     (metrics,) = Path("runs").glob("*/*/csv/metrics.csv")
     assert "train/skipped_steps" in metrics.read_text().splitlines()[0]
+
+
+class SignalAtBatch(Callback):
+    """Sends this process ``signum`` as training batch ``batch`` (0-based, over all epochs) starts."""
+
+    def __init__(self, batch: int, signum: int = 15) -> None:  # SIGTERM
+        self.batch, self.signum = batch, signum
+
+    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:
+        if trainer.fit_loop.epoch_loop.batch_progress.total.ready - 1 == self.batch:
+            os.kill(os.getpid(), self.signum)
+
+
+BATCHES_PER_EPOCH = 8  # CONFIG: 64 points, batch 8
+
+
+# batch 3 stops mid-epoch, batch 7 on an epoch's last batch
+@pytest.mark.parametrize(
+    "batch",
+    [
+        3,
+        pytest.param(
+            7,
+            marks=pytest.mark.xfail(
+                strict=True,
+                reason="known bug: a stop on an epoch's last batch resumes with parameters, optimizers and RNGs "
+                "equal but Lightning's epoch counters one behind (fit_loop.epoch_progress)",
+            ),
+        ),
+    ],
+    ids=["mid-epoch", "last-batch-of-epoch"],
+)
+def test_a_signal_stop_resumes_exactly(tmp_path, batch):
+    callbacks = f"[{{class_path: test_failures.SignalAtBatch, init_args: {{batch: {batch}}}}}]"
+    config = write_config(tmp_path / "gan.yaml", max_steps=100, callbacks=callbacks)
+    env = {
+        **{k: v for k, v in os.environ.items() if k != "LIT_GEN_RUN_DIR"},
+        "PYTHONPATH": str(Path(__file__).parent),
+    }
+    command = [
+        sys.executable,
+        "-m",
+        "lit_gen",
+        "fit",
+        "--config",
+        str(config),
+        "--run.root",
+        str(tmp_path / "term"),
+    ]
+    done = subprocess.run(command, capture_output=True, text=True, env=env)
+    assert done.returncode == 128 + signal.SIGTERM, done.stderr[-3000:]
+    stopped = last_checkpoint(tmp_path / "term")
+    assert stopped["global_step"] == 2 * (batch + 1)  # one D and one G step per batch
+    target = stopped["global_step"] + 4
+    (run_dir,) = (tmp_path / "term").glob("*/*")
+    plain = write_config(
+        tmp_path / "plain.yaml", max_steps=100
+    )  # the same run without the signalling callback
+    checkpoints = run_dir / "checkpoints"
+    run("fit", "--config", plain, "--run.dir", run_dir, "--checkpoint.dirpath", checkpoints, "--ckpt_path", "last",
+        "--trainer.max_steps", target)  # fmt: skip
+    run("fit", "--config", plain, "--run.root", tmp_path / "whole", "--trainer.max_steps", target)
+    resumed, whole = last_checkpoint(tmp_path / "term"), last_checkpoint(tmp_path / "whole")
+    assert resumed["global_step"] == whole["global_step"] == target
+    for key in ("state_dict", "optimizer_states", "rng_states", "loops"):
+        assert differences(whole[key], resumed[key], key) == [], key
