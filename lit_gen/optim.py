@@ -76,7 +76,6 @@ class MuonWithAdamW(torch.optim.Optimizer):
         super().__init__(params, {"lr": lr, "weight_decay": weight_decay})
         muon_groups = [g for g in self.param_groups if g.get("name") == "matrices"]
         adamw_groups = [g for g in self.param_groups if g.get("name") != "matrices"]
-        self._is_muon = [g.get("name") == "matrices" for g in self.param_groups]
         for group in muon_groups:
             if any(p.dim() != 2 for p in group["params"]):
                 raise LitGenError("MuonWithAdamW: the 'matrices' group may hold 2-D parameters only")
@@ -117,9 +116,11 @@ class MuonWithAdamW(torch.optim.Optimizer):
         parts = state_dict.get("parts")
         if parts is None or len(parts) != len(self._parts):
             raise ValueError("MuonWithAdamW: the state was saved by a different optimizer or parameter split")
+        is_muon = [group.get("name") == "matrices" for group in self.param_groups]
         for part, state in zip(self._parts, parts):
             part.load_state_dict(state)
         # loading gives the parts new group dicts: share them again, in the original order
-        muon = list(self._parts[0].param_groups) if any(self._is_muon) else []
-        adamw = list(self._parts[-1].param_groups) if not all(self._is_muon) else []
-        self.param_groups = [(muon if is_muon else adamw).pop(0) for is_muon in self._is_muon]
+        loaded: dict[bool, list[dict[str, Any]]] = {True: [], False: []}
+        for part in self._parts:
+            loaded[isinstance(part, torch.optim.Muon)].extend(part.param_groups)
+        self.param_groups = [loaded[muon].pop(0) for muon in is_muon]
