@@ -132,14 +132,20 @@ def test_loss_at_initialisation_is_log_vocab_size():
     assert abs(loss.item() - math.log(65)) < 0.05
 
 
+def _nanogpt_reference():
+    spec = importlib.util.spec_from_file_location(
+        "nanogpt_reference", EXPERIMENTS / "nanogpt" / "reference.py"
+    )
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
 def test_warmup_cosine_matches_nanogpt_get_lr():
-    def nanogpt_lr(it, lr=1e-3, min_lr=1e-4, warmup=100, decay=2000):
-        if it < warmup:
-            return lr * (it + 1) / (warmup + 1)
-        if it > decay:
-            return min_lr
-        ratio = (it - warmup) / (decay - warmup)
-        return min_lr + 0.5 * (1.0 + math.cos(math.pi * ratio)) * (lr - min_lr)
+    get_lr = _nanogpt_reference().get_lr  # nanoGPT's schedule, as the benchmark's reference loop runs it
+
+    def nanogpt_lr(it):
+        return get_lr(it, lr=1e-3, warmup=100, decay_iters=2000, min_lr=1e-4)
 
     optimizer = torch.optim.AdamW([torch.nn.Parameter(torch.zeros(1))], lr=1e-3)
     scheduler = WarmupCosineLR(optimizer, warmup_steps=100, decay_steps=2000, min_lr=1e-4)
@@ -148,15 +154,6 @@ def test_warmup_cosine_matches_nanogpt_get_lr():
             assert optimizer.param_groups[0]["lr"] == pytest.approx(nanogpt_lr(step), rel=1e-9, abs=1e-12)
         optimizer.step()
         scheduler.step()
-
-
-def _nanogpt_reference():
-    spec = importlib.util.spec_from_file_location(
-        "nanogpt_reference", EXPERIMENTS / "nanogpt" / "reference.py"
-    )
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 def test_lightning_training_equals_nanogpts_plain_loop_on_the_same_batches(tmp_path):
