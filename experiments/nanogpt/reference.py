@@ -48,6 +48,21 @@ def get_lr(it: int, lr: float, warmup: int, decay_iters: int, min_lr: float) -> 
     return min_lr + 0.5 * (1.0 + math.cos(math.pi * ratio)) * (lr - min_lr)
 
 
+@torch.no_grad()
+def full_split_loss(network: torch.nn.Module, tokens: np.ndarray, block_size: int) -> float:
+    """Mean next-token loss (nats) of ``network`` over all of ``tokens`` in non-overlapping windows of
+    ``block_size``: the benchmark's low-noise validation loss (``run.py`` scores lit_gen's runs with it too)."""
+    network.eval()
+    data = torch.from_numpy(tokens.astype(np.int64))
+    n = (len(data) - 1) // block_size
+    x, y = data[: n * block_size].view(n, block_size), data[1 : n * block_size + 1].view(n, block_size)
+    total = 0.0
+    for i in range(0, n, 64):
+        logits = network(x[i : i + 64])
+        total += float(F.cross_entropy(logits.flatten(0, 1), y[i : i + 64].flatten(), reduction="sum"))
+    return total / (n * block_size)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -129,25 +144,14 @@ def main() -> None:
     wall = time.perf_counter() - STARTED
     peak_gb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024**2
 
-    # untimed: the whole validation split in non-overlapping windows, as run.py scores lit_gen's runs
-    val = torch.from_numpy(splits["val"].astype(np.int64))
-    m = (len(val) - 1) // block_size
-    xs, ys = val[: m * block_size].view(m, block_size), val[1 : m * block_size + 1].view(m, block_size)
-    model.eval()
-    with torch.no_grad():
-        total = sum(
-            F.cross_entropy(
-                model(xs[i : i + 64]).reshape(-1, vocab_size), ys[i : i + 64].reshape(-1), reduction="sum"
-            )
-            for i in range(0, m, 64)
-        )
+    val_loss_full = full_split_loss(model, splits["val"], block_size)  # untimed, as run.py scores lit_gen
     result = {
         "config": "reference",
         "seed": args.seed,
         "steps": args.max_iters,
         "val_loss": round(last_val, 4),
         "val_curve": curve,
-        "val_loss_full": round(float(total) / (m * block_size), 4),
+        "val_loss_full": round(val_loss_full, 4),
         "wall_s": round(wall, 1),
         "peak_rss_gb": round(peak_gb, 3),
         "threads": torch.get_num_threads(),

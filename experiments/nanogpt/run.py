@@ -61,27 +61,15 @@ def read_metrics(run_dir: Path) -> tuple[list[tuple[int, float]], float | None]:
 
 def full_validation_loss(ckpt: Path, data: Path) -> float:
     """Mean loss over the whole validation split in non-overlapping windows of the model's context."""
-    import torch
-    import torch.nn.functional as F
+    from reference import full_split_loss  # this script's folder (sys.path[0])
 
     from lit_gen.checkpoints import load_model
     from lit_gen.data import Text
 
     model, _ = load_model(ckpt)
-    block = model.network.block_size
-    datamodule = Text(str(data), block_size=block)
+    datamodule = Text(str(data), block_size=model.network.block_size)
     datamodule.setup()
-    tokens = torch.from_numpy(datamodule.val_tokens.astype("int64"))
-    n = (len(tokens) - 1) // block
-    x, y = tokens[: n * block].view(n, block), tokens[1 : n * block + 1].view(n, block)
-    total = 0.0
-    with torch.no_grad():
-        for i in range(0, n, 64):
-            logits = model.network(x[i : i + 64])
-            total += F.cross_entropy(
-                logits.reshape(-1, logits.size(-1)), y[i : i + 64].reshape(-1), reduction="sum"
-            )
-    return float(total) / (n * block)
+    return full_split_loss(model.network, datamodule.val_tokens, model.network.block_size)
 
 
 def start(name: str, data: Path, root: Path, threads: int | None, seed: int, extra: list[str]) -> dict:
