@@ -89,3 +89,37 @@ def test_a_fit_redraws_the_bar_once_per_redraw_with_the_metrics():
     assert len(bar.postfixes) == 3
     # the GAN logs the bar's losses on its last batch, although log_every_n_steps is larger than the epoch
     assert {"d_loss", "g_loss"} <= set(bar.postfixes[1])
+
+
+@pytest.mark.parametrize("n_critic", [1, 2, 5])
+def test_gan_converts_optimizer_steps_to_batches(n_critic):
+    model = GAN(
+        MLPGenerator(latent_dim=2, hidden=[4]), MLPDiscriminator(data_dim=2, hidden=[4]), n_critic=n_critic
+    )
+    for seen in range(2 * n_critic + 1):
+        model.batches_seen.fill_(seen)
+        for steps in range(4 * n_critic):
+            # what training_step does: a D step every batch, a G step when batches_seen % n_critic == n_critic - 1
+            batches, made = 0, 0
+            while made < steps:
+                made += 1 + ((seen + batches) % n_critic == n_critic - 1)
+                batches += 1
+            assert model.batches_for_optimizer_steps(steps) == batches, (seen, steps)
+
+
+def test_a_gans_last_partial_epoch_ends_with_a_full_bar():
+    bar = ProgressBar(min_interval=0.0)
+    model = GAN(MLPGenerator(latent_dim=2, hidden=[8]), MLPDiscriminator(data_dim=2, hidden=[8]))
+    # 10 batches an epoch; max_steps 26 = 13 batches of a D and a G step: the second epoch has 3 batches
+    trainer = Trainer(
+        accelerator="cpu",
+        max_steps=26,
+        limit_val_batches=0,
+        logger=False,
+        enable_checkpointing=False,
+        enable_model_summary=False,
+        callbacks=[bar],
+    )
+    trainer.fit(model, datamodule=Ring(num_train=80, num_val=8, batch_size=8))
+    assert int(model.batches_seen) == 13
+    assert bar.train_progress_bar.n == bar.train_progress_bar.total == 3

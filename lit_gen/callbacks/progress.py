@@ -31,6 +31,20 @@ class ProgressBar(TQDMProgressBar):
         self.min_interval = min_interval
         self._last_redraw = -math.inf
 
+    @property
+    def total_train_batches(self) -> int | float:
+        # Lightning caps an epoch's bar at max_steps - global_step, i.e. at optimizer steps; a GAN makes up to two
+        # of them a batch, so its last epoch's bar ended half full. The module converts steps to batches.
+        trainer, module = self.trainer, self.trainer.lightning_module
+        if (
+            trainer.max_steps is None
+            or trainer.max_steps < 0
+            or not hasattr(module, "batches_for_optimizer_steps")
+        ):
+            return super().total_train_batches
+        remaining = module.batches_for_optimizer_steps(trainer.max_steps - trainer.global_step)
+        return min(trainer.num_training_batches, remaining)
+
     def _should_update(self, current: int, total: int) -> bool:
         if not super()._should_update(current, total):
             return False

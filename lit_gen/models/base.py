@@ -60,6 +60,12 @@ class GenerativeModule(LightningModule):
     def generate(self, num_samples: int, generator: torch.Generator | None = None) -> Tensor:
         raise NotImplementedError
 
+    def batches_for_optimizer_steps(self, steps: int) -> int:
+        """Training batches it takes from here to make ``steps`` more optimizer steps (what Lightning's
+        ``global_step`` and ``max_steps`` count): one per batch here; a family that steps several optimizers per
+        batch (the GAN) says otherwise. The progress bar sizes the last epoch with it."""
+        return steps
+
     def _logs_this_batch(self, batch_idx: int) -> bool:
         """Whether this training batch logs its metrics: on the batches whose metrics Lightning writes to the
         loggers (every ``trainer.log_every_n_steps``; the test Lightning's own LearningRateMonitor uses) and on the

@@ -206,6 +206,19 @@ class GAN(GenerativeModule):
         of this rank."""
         return self.global_draw(draw, self._stream_seed(stream), (num_samples, *shape))
 
+    def batches_for_optimizer_steps(self, steps: int) -> int:
+        # after k more batches from batch s: k D steps + G steps on the batches j in [s, s + k) with
+        # (j + 1) % n_critic == 0, i.e. floor((s + k) / n) - floor(s / n) of them; the least k reaching ``steps``
+        seen, n = int(self.batches_seen), self.n_critic
+        low, high = 0, max(steps, 0)
+        while low < high:
+            k = (low + high) // 2
+            if k + (seen + k) // n - seen // n >= steps:
+                high = k
+            else:
+                low = k + 1
+        return low
+
     def _stream_seed(self, stream: int) -> int:
         # the 0 is where the rank used to be: single-process streams are unchanged
         return derived_seed(self.noise_seed, 0, int(self.batches_seen), stream)
