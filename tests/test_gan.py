@@ -304,3 +304,37 @@ def test_shape_check_leaves_the_networks_untouched():
     after = model.state_dict()
     assert all(torch.equal(before[k], after[k]) for k in before)
     assert model.generator.training and model.discriminator.training
+
+
+@pytest.mark.parametrize("every_n_batches", [3, 4], ids=["end-between-logs", "end-on-a-log"])
+def test_mode_metrics_log_every_n_batches_and_once_at_the_end(every_n_batches):
+    from lightning.pytorch.loggers import Logger
+
+    from lit_gen.callbacks import ModeMetrics
+
+    class Recorder(Logger):
+        name, version, experiment = "recorder", "0", None
+        steps: list[int] = []
+
+        def log_metrics(self, metrics, step=None):
+            if "val/modes" in metrics:
+                self.steps.append(step)
+
+        def log_hyperparams(self, *args, **kwargs):
+            pass
+
+    recorder = Recorder()
+    recorder.steps = []
+    trainer = Trainer(
+        accelerator="cpu",
+        max_steps=16,  # 8 batches of a D and a G step
+        limit_val_batches=0,
+        logger=recorder,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        callbacks=[ModeMetrics(every_n_batches=every_n_batches, num_samples=50)],
+    )
+    model = GAN(MLPGenerator(latent_dim=2, hidden=[8]), MLPDiscriminator(data_dim=2, hidden=[8]))
+    trainer.fit(model, datamodule=Ring(num_train=64, num_val=8, batch_size=8))
+    assert recorder.steps == {3: [3, 6, 8], 4: [4, 8]}[every_n_batches]

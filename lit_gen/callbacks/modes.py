@@ -25,6 +25,9 @@ class ModeMetrics(Callback):
             seed,
         )
         self.last: dict[str, float] = {}
+        self._logged_at: int | None = (
+            None  # batches_done of the latest log: the end of fit does not log it twice
+        )
 
     def evaluate(self, trainer: Trainer, pl_module: LightningModule) -> dict[str, float]:
         datamodule = trainer.datamodule
@@ -38,11 +41,12 @@ class ModeMetrics(Callback):
         return self.last
 
     def _log(self, trainer: Trainer, pl_module: LightningModule) -> None:
-        if trainer.fast_dev_run:
+        if trainer.fast_dev_run or batches_done(trainer) == self._logged_at:
             return
         values = self.evaluate(trainer, pl_module)
+        self._logged_at = batches_done(trainer)
         for logger in trainer.loggers:
-            logger.log_metrics(values, step=batches_done(trainer))
+            logger.log_metrics(values, step=self._logged_at)
 
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
         if self.every_n_batches > 0 and batches_done(trainer) % self.every_n_batches == 0:
