@@ -271,6 +271,11 @@ class LitGenCLI(LightningCLI):
         if not any(self.run_dir.rglob("*.ckpt")):
             shutil.rmtree(self.run_dir, ignore_errors=True)
             self._remove_empty_parents()
+            # the start of the run named this directory (and a W&B offline folder in it to sync): say it is gone
+            print(
+                f"lit_gen: removed the run directory {self.run_dir} (no checkpoint was saved)",
+                file=sys.stderr,
+            )
 
     def _remove_empty_parents(self) -> None:
         for parent in (self.run_dir.parent, self.run_dir.parent.parent):

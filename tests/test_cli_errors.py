@@ -191,6 +191,8 @@ def test_bad_input_in_a_fresh_process(cli_subprocess, tmp_path):
     line = check_one_line_error(result.returncode, result.stderr, "no_mnist_here")
     assert "download" in line
     assert sorted(p.name for p in tmp_path.iterdir()) == [CFG]
+    # the run directory named at the start is said to be gone (a W&B sync hint may have pointed into it)
+    assert "lit_gen: removed the run directory" in result.stderr
 
 
 def test_unknown_subcommand_lists_every_subcommand(cli):
