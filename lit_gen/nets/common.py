@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from torch import nn
+from torch.nn.utils import parametrize
 
 
 def maybe_spectral_norm(module: nn.Module, enabled: bool) -> nn.Module:
@@ -14,10 +15,14 @@ def dcgan_init(module: nn.Module) -> None:
     """DCGAN initialisation: conv weights N(0, 0.02), norm weights N(1, 0.02), biases 0."""
     for m in module.modules():
         if isinstance(m, (nn.Conv2d, nn.ConvTranspose2d, nn.Linear)):
-            weight = m.parametrizations.weight.original if hasattr(m, "parametrizations") else m.weight
-            nn.init.normal_(weight, 0.0, 0.02)
+            spectral = parametrize.is_parametrized(m, "weight")
+            if spectral:  # re-attached below: its power iteration must start from the new weight, not the old
+                parametrize.remove_parametrizations(m, "weight", leave_parametrized=False)
+            nn.init.normal_(m.weight, 0.0, 0.02)
             if m.bias is not None:
                 nn.init.zeros_(m.bias)
+            if spectral:
+                nn.utils.parametrizations.spectral_norm(m)
         elif isinstance(m, (nn.BatchNorm2d, nn.BatchNorm1d)):
             nn.init.normal_(m.weight, 1.0, 0.02)
             nn.init.zeros_(m.bias)
