@@ -25,9 +25,8 @@ class ModeMetrics(Callback):
             seed,
         )
         self.last: dict[str, float] = {}
-        self._logged_at: int | None = (
-            None  # batches_done of the latest log: the end of fit does not log it twice
-        )
+        # batches_done at the latest log, so that the end of fit does not log the same batch twice
+        self._logged_at: int | None = None
 
     def evaluate(self, trainer: Trainer, pl_module: LightningModule) -> dict[str, float]:
         datamodule = trainer.datamodule
