@@ -25,8 +25,6 @@ class ModeMetrics(Callback):
             seed,
         )
         self.last: dict[str, float] = {}
-        # batches_done at the latest log, so that the end of fit does not log the same batch twice
-        self._logged_at: int | None = None
 
     def evaluate(self, trainer: Trainer, pl_module: LightningModule) -> dict[str, float]:
         datamodule = trainer.datamodule
@@ -40,16 +38,19 @@ class ModeMetrics(Callback):
         return self.last
 
     def _log(self, trainer: Trainer, pl_module: LightningModule) -> None:
-        if trainer.fast_dev_run or batches_done(trainer) == self._logged_at:
+        if trainer.fast_dev_run:
             return
         values = self.evaluate(trainer, pl_module)
-        self._logged_at = batches_done(trainer)
         for logger in trainer.loggers:
-            logger.log_metrics(values, step=self._logged_at)
+            logger.log_metrics(values, step=batches_done(trainer))
+
+    def _due(self, trainer: Trainer) -> bool:
+        return self.every_n_batches > 0 and batches_done(trainer) % self.every_n_batches == 0
 
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
-        if self.every_n_batches > 0 and batches_done(trainer) % self.every_n_batches == 0:
+        if self._due(trainer):
             self._log(trainer, pl_module)
 
     def on_train_end(self, trainer, pl_module) -> None:
-        self._log(trainer, pl_module)
+        if not self._due(trainer):  # a last batch that was due has just logged these values
+            self._log(trainer, pl_module)
