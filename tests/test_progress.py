@@ -57,6 +57,21 @@ def test_bar_redraws_at_most_every_min_interval_and_on_the_last_batch(monkeypatc
     assert [n for n in range(1, 6) if every_other._should_update(n, total=5)] == [2, 4, 5]
 
 
+def fit_with_bar(bar: ProgressBar, model: GAN, num_train: int, **limits) -> None:
+    """Fits ``model`` on the ring (batches of 8) with ``bar`` as the only callback: no logger, checkpoints or
+    validation."""
+    trainer = Trainer(
+        accelerator="cpu",
+        limit_val_batches=0,
+        logger=False,
+        enable_checkpointing=False,
+        enable_model_summary=False,
+        callbacks=[bar],
+        **limits,
+    )
+    trainer.fit(model, datamodule=Ring(num_train=num_train, num_val=8, batch_size=8))
+
+
 def test_a_fit_redraws_the_bar_once_per_redraw_with_the_metrics():
     class CountingBar(ProgressBar):
         def __init__(self, **kwargs) -> None:
@@ -72,18 +87,7 @@ def test_a_fit_redraws_the_bar_once_per_redraw_with_the_metrics():
     model = GAN(
         MLPGenerator(latent_dim=2, hidden=[8]), MLPDiscriminator(data_dim=2, hidden=[8]), noise_seed=0
     )
-    trainer = Trainer(
-        accelerator="cpu",
-        max_epochs=1,
-        limit_train_batches=7,
-        limit_val_batches=0,
-        log_every_n_steps=50,
-        logger=False,
-        enable_checkpointing=False,
-        enable_model_summary=False,
-        callbacks=[bar],
-    )
-    trainer.fit(model, datamodule=Ring(num_train=200, num_val=10, batch_size=8))
+    fit_with_bar(bar, model, num_train=200, max_epochs=1, limit_train_batches=7, log_every_n_steps=50)
     # batch 1 and batch 7 (the last) during the epoch, then Lightning's own redraw at the epoch's end
     assert bar.train_progress_bar.n == 7
     assert len(bar.postfixes) == 3
@@ -111,15 +115,6 @@ def test_a_gans_last_partial_epoch_ends_with_a_full_bar():
     bar = ProgressBar(min_interval=0.0)
     model = GAN(MLPGenerator(latent_dim=2, hidden=[8]), MLPDiscriminator(data_dim=2, hidden=[8]))
     # 10 batches an epoch; max_steps 26 = 13 batches of a D and a G step: the second epoch has 3 batches
-    trainer = Trainer(
-        accelerator="cpu",
-        max_steps=26,
-        limit_val_batches=0,
-        logger=False,
-        enable_checkpointing=False,
-        enable_model_summary=False,
-        callbacks=[bar],
-    )
-    trainer.fit(model, datamodule=Ring(num_train=80, num_val=8, batch_size=8))
+    fit_with_bar(bar, model, num_train=80, max_steps=26)
     assert int(model.batches_seen) == 13
     assert bar.train_progress_bar.n == bar.train_progress_bar.total == 3
