@@ -14,8 +14,10 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 CONFIGS = ROOT / "configs"
-#: real data for tests and benchmarks only (MNIST test set, Tiny Shakespeare); users never need it
-SHARED_DATA = ROOT.parent / "shared" / "data"
+#: small real data shipped with the tests (tests/data/README.md): an MNIST subset, a Tiny Shakespeare excerpt
+TEST_DATA = ROOT / "tests" / "data"
+#: 40,122 characters of Tiny Shakespeare holding all 65 of its characters (the GPT configs' vocabulary)
+SHAKESPEARE_EXCERPT = TEST_DATA / "text" / "tinyshakespeare_excerpt.txt"
 
 os.environ.setdefault("WANDB_MODE", "offline")
 os.environ.setdefault("WANDB_SILENT", "true")
@@ -110,12 +112,10 @@ def run_dirs(root: Path | str = "runs") -> list[Path]:
 
 @pytest.fixture(scope="session")
 def mnist_dir(tmp_path_factory) -> Path:
-    """A ``data_dir`` for ``lit_gen.data.MNIST`` holding the real MNIST test files (as train and test split)."""
+    """A ``data_dir`` for ``lit_gen.data.MNIST`` holding 1,000 real MNIST test digits (as train and test split)."""
     from fixtures import write_mnist
 
-    if not (SHARED_DATA / "mnist" / "t10k-images-idx3-ubyte.gz").is_file():
-        pytest.fail(f"the real MNIST test files are missing from {SHARED_DATA / 'mnist'}")
-    return write_mnist(tmp_path_factory.mktemp("mnist"), SHARED_DATA / "mnist")
+    return write_mnist(tmp_path_factory.mktemp("mnist"), TEST_DATA / "mnist")
 
 
 @pytest.fixture(scope="session")

@@ -1,6 +1,6 @@
 """Writers of tiny on-disk datasets for the tests, in the layouts torchvision and ``lit_gen.data`` read.
 
-- ``write_mnist``: torchvision's ``MNIST/raw/`` layout from the real MNIST test files in ``../shared/data/mnist``.
+- ``write_mnist``: torchvision's ``MNIST/raw/`` layout from the MNIST subset shipped in ``tests/data/mnist``.
 - ``write_cifar10``: a small ``cifar-10-batches-py`` folder in CIFAR-10's pickle format (random pixels).
 - ``write_image_folder``: a few small PNGs of assorted sizes and colour modes in nested folders.
 """
@@ -20,17 +20,17 @@ CIFAR10_TRAIN_BATCHES = [f"data_batch_{i}" for i in range(1, 6)]
 CIFAR10_CLASSES = ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"]
 
 
-def write_mnist(data_dir: Path, shared_mnist: Path) -> Path:
+def write_mnist(data_dir: Path, mnist: Path) -> Path:
     """Writes ``{data_dir}/MNIST/raw/{train,t10k}-{images-idx3,labels-idx1}-ubyte`` and returns ``data_dir``.
 
-    Only the 10,000-image MNIST *test* set is available offline (``../shared/data/mnist/t10k-*.gz``), so its
-    files serve as both the train and the t10k split: torchvision's ``MNIST`` checks that all four raw files
+    ``mnist`` holds gzipped IDX files named as MNIST's test set (``t10k-*.gz``; the tests ship the first 1,000 test
+    digits): they serve as both the train and the t10k split: torchvision's ``MNIST`` checks that all four raw files
     exist (it checks no checksum on the decompressed raw files) and reads the split it is asked for.
     """
     raw = Path(data_dir) / "MNIST" / "raw"
     raw.mkdir(parents=True, exist_ok=True)
     for name in MNIST_FILES:
-        data = gzip.decompress((Path(shared_mnist) / f"t10k-{name}.gz").read_bytes())
+        data = gzip.decompress((Path(mnist) / f"t10k-{name}.gz").read_bytes())
         for split in ("train", "t10k"):
             (raw / f"{split}-{name}").write_bytes(data)
     return Path(data_dir)

@@ -1,8 +1,8 @@
 """Every config in ``configs/`` parses (``--print_config``, no data needed) and trains one batch
 (``fit --trainer.fast_dev_run=true``).
 
-Configs whose data needs a download run on small fixtures (see ``tests/fixtures.py``): MNIST on the real test
-files in ``../shared/data/mnist``, CIFAR-10 on a tiny fake in its pickle format, image folders on 20 PNGs.
+Configs whose data needs a download run on small fixtures (see ``tests/fixtures.py``): MNIST on 1,000 real test
+digits shipped in ``tests/data/mnist``, CIFAR-10 on a tiny fake in its pickle format, image folders on 20 PNGs.
 A config added later is picked up automatically with no overrides; if it needs data, its fit fails here until
 its author adds an entry to ``CONFIG_OVERRIDES``.
 """
@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 import yaml
-from conftest import CONFIGS, SHARED_DATA
+from conftest import CONFIGS, SHAKESPEARE_EXCERPT
 
 CONFIG_FILES = sorted(CONFIGS.glob("*.yaml"))
 
@@ -43,9 +43,9 @@ CONFIG_OVERRIDES: dict[str, Callable[..., list[str]]] = {
         "--data.init_args.batch_size",
         "8",
     ],
-    # Tiny Shakespeare from ../shared/data; batch 2 keeps the 10.7M-parameter GPT's one step short on a CPU
+    # the Tiny Shakespeare excerpt in tests/data (all 65 characters); batch 2 keeps the 10.7M-parameter GPT's one step short on a CPU
     "gpt_shakespeare*.yaml": lambda: [
-        *("--data.init_args.path", SHARED_DATA / "text" / "tinyshakespeare.txt"),
+        *("--data.init_args.path", SHAKESPEARE_EXCERPT),
         *("--data.init_args.batch_size", "2"),
     ],
 }

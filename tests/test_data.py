@@ -119,7 +119,7 @@ def test_mnist_reads_the_real_files(mnist_dir):
     images, labels = _first_batch(dm)
     assert images.shape == (32, 1, 28, 28)
     assert 0.0 <= images.min() and images.max() <= 1.0
-    assert len(dm.train_set) == 10_000 and len(dm.val_set) == 10_000
+    assert len(dm.train_set) == 1_000 and len(dm.val_set) == 1_000
     assert set(labels.tolist()) <= set(range(10))
     # real digits: about 19 % of MNIST pixels are ink
     assert 0.1 < (images > 0.5).float().mean().item() < 0.3

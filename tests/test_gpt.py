@@ -15,7 +15,7 @@ import lightning as L
 import numpy as np
 import pytest
 import torch
-from conftest import CONFIGS, ROOT, SHARED_DATA, run_dirs
+from conftest import CONFIGS, ROOT, SHAKESPEARE_EXCERPT, run_dirs
 from lightning.pytorch import Callback
 from torch import Tensor
 
@@ -345,7 +345,7 @@ def test_every_gpt_config_trains_a_step_and_samples(cli, config):
     args = ["fit", "--config", config, "--trainer.max_steps", 1, "--trainer.val_check_interval", 1]
     args += ["--trainer.limit_val_batches", 1, "--trainer.enable_progress_bar", "false"]
     if "shakespeare" in config.name:
-        args += ["--data.init_args.path", SHARED_DATA / "text" / "tinyshakespeare.txt"]
+        args += ["--data.init_args.path", SHAKESPEARE_EXCERPT]
         args += ["--data.init_args.batch_size", 2]
     code, _, err = cli(*args)
     assert code == 0, err
