@@ -83,18 +83,56 @@ def test_distance_of_a_set_to_itself_is_zero_and_fewer_samples_than_dims_is_fini
 def test_kid_is_unbiased_on_two_draws_of_one_gaussian():
     g = torch.Generator().manual_seed(2)
     same = []
-    for _ in range(20):
+    for seed in range(20):
         kid, _ = kernel_distance(
-            torch.randn(200, 16, generator=g), torch.randn(200, 16, generator=g), 5, 200, generator=g
+            torch.randn(200, 16, generator=g), torch.randn(200, 16, generator=g), 5, 200, seed=seed
         )
         same.append(float(kid))
     same = np.array(same)
     stderr = same.std(ddof=1) / np.sqrt(len(same))
     assert abs(same.mean()) < 3 * stderr  # unbiased: centred on 0 (a biased estimator is > 0)
     shifted, _ = kernel_distance(
-        torch.randn(200, 16, generator=g), torch.randn(200, 16, generator=g) + 0.5, 5, 200, generator=g
+        torch.randn(200, 16, generator=g), torch.randn(200, 16, generator=g) + 0.5, 5, 200
     )
     assert float(shifted) > 20 * stderr
+
+
+def test_kid_and_inception_score_match_torch_fidelity_on_the_same_features():
+    from torch_fidelity.metric_isc import isc_features_to_metric
+    from torch_fidelity.metric_kid import kid_features_to_metric
+
+    g = torch.Generator().manual_seed(5)
+    # float32 values (what GenerativeMetrics stores) given to torch-fidelity as float64 (it computes in the
+    # features' dtype): only the definitions can differ
+    real = torch.randn(300, 32, generator=g).double()
+    fake = (1.1 * torch.randn(250, 32, generator=g) + 0.1).double()
+    for seed in (0, 7):
+        expected = kid_features_to_metric(
+            fake, real, kid_subsets=10, kid_subset_size=100, rng_seed=seed, verbose=False
+        )
+        kid, kid_std = kernel_distance(fake, real, subsets=10, subset_size=100, seed=seed)
+        assert float(kid) == pytest.approx(expected["kernel_inception_distance_mean"], rel=1e-6)
+        assert float(kid_std) == pytest.approx(expected["kernel_inception_distance_std"], rel=1e-6)
+        # GenerativeMetrics passes the generated features first, as torch-fidelity's input1
+        metric = GenerativeMetrics(
+            torch.nn.Identity(), reference_of(real), metrics=["kd"], kid_subsets=10, kid_subset_size=100,
+            seed=seed,
+        )  # fmt: skip
+        metric.update_features(fake)
+        values = metric.compute()
+        assert float(values["kd_identity"]) == pytest.approx(
+            expected["kernel_inception_distance_mean"], rel=1e-6
+        )
+        assert float(values["kd_identity_std"]) == pytest.approx(
+            expected["kernel_inception_distance_std"], rel=1e-6
+        )
+    # N = 21 in 10 splits: torch-fidelity's parts of 2 or 3 shuffled rows (torch.chunk would give 7 parts of 3)
+    logits = 3.0 * torch.randn(21, 1008, generator=g, dtype=torch.float64)
+    for seed in (0, 2020):
+        expected = isc_features_to_metric(logits, splits=10, shuffle=True, rng_seed=seed)
+        score, score_std = inception_score(logits, splits=10, seed=seed)
+        assert float(score) == pytest.approx(expected["inception_score_mean"], rel=1e-6)
+        assert float(score_std) == pytest.approx(expected["inception_score_std"], rel=1e-6)
 
 
 def test_precision_recall_density_coverage_on_gaussians_with_known_overlap():
@@ -126,7 +164,7 @@ def test_inception_score_limits():
     # identical predictions: p(y|x) = p(y), score 1; confident and balanced over C classes: score C
     assert float(inception_score(torch.zeros(100, 10), splits=5)[0]) == pytest.approx(1.0)
     confident = 50.0 * torch.eye(10).repeat(20, 1)
-    mean, std = inception_score(confident, splits=4)
+    mean, std = inception_score(confident, splits=1)
     assert float(mean) == pytest.approx(10.0, rel=1e-6) and float(std) < 1e-6
 
 

@@ -66,7 +66,8 @@ class GenerativeMetrics(Metric):
         is_splits: Inception Score splits (10 in Salimans et al. 2016).
         pr_k: k of improved precision/recall (3 in Kynkäänniemi et al. 2019).
         dc_k: k of density/coverage (5 in Naeem et al. 2020).
-        seed: seed of the KID subsets (the same on every rank).
+        seed: seed of the KID subsets and of the Inception Score's shuffle (torch-fidelity's ``rng_seed``;
+            the same on every rank).
     """
 
     full_state_update = False
@@ -153,6 +154,11 @@ class GenerativeMetrics(Metric):
             raise LitGenError(
                 f"num_samples: k-NN metrics (pr/dc) need more than {k_max} samples, got {int(self.fake_n)}"
             )
+        if "is" in self.metrics and self.fake_logits and int(self.fake_n) < self.is_splits:
+            raise LitGenError(
+                f"num_samples: the Inception Score needs at least is_splits={self.is_splits} samples, "
+                f"got {int(self.fake_n)}"
+            )
         device = self.fake_sum.device
         if "fd" in self.metrics:
             mean, cov = mean_cov(self.fake_sum, self.fake_outer, self.fake_n)
@@ -163,13 +169,13 @@ class GenerativeMetrics(Metric):
         if needs_features and real is None:
             raise LitGenError("reference: statistics without features support FID only (metrics: [fd])")
         if "kd" in self.metrics:
-            generator = torch.Generator().manual_seed(self.seed)
-            kid, kid_std = kernel_distance(
-                real, fake, self.kid_subsets, self.kid_subset_size, generator=generator
-            )
+            # generated first, as torch-fidelity's input1: equal features and seed give its numbers
+            kid, kid_std = kernel_distance(fake, real, self.kid_subsets, self.kid_subset_size, seed=self.seed)
             out[names["kd"]], out[names["kd_std"]] = kid, kid_std
         if "is" in self.metrics and self.fake_logits:
-            out["is"], out["is_std"] = inception_score(dim_zero_cat(self.fake_logits), self.is_splits)
+            out["is"], out["is_std"] = inception_score(
+                dim_zero_cat(self.fake_logits), self.is_splits, seed=self.seed
+            )
         if "pr" in self.metrics:
             p, r = precision_recall(real, fake, self.pr_k, ref.nn_radii(self.pr_k).to(device))
             out[names["precision"]], out[names["recall"]] = p, r
