@@ -186,6 +186,44 @@ def test_inception_loads_offline_through_weights_path(tmp_path):
         InceptionV3Features(weights_path=str(path), download=False)
 
 
+def test_only_the_standard_inception_weights_give_the_literature_names(tmp_path, monkeypatch):
+    import lit_gen.metrics.features as features_module
+    from lit_gen.metrics.features import sha256_of_file
+    from lit_gen.metrics.generative import metric_names
+
+    path = save_random_inception_weights(tmp_path / INCEPTION_WEIGHTS_FILE, seed=0)
+    digest = sha256_of_file(path)
+    g = torch.Generator().manual_seed(6)
+    real, fake, logits = (
+        torch.randn(40, 2048, generator=g),
+        torch.randn(30, 2048, generator=g),
+        torch.randn(30, 1008, generator=g),
+    )
+    # unchecked (expected_sha256: null) or checked against another sha256: not the standard file
+    for expected in (None, digest):
+        extractor = InceptionV3Features(weights_path=str(path), expected_sha256=expected, download=False)
+        assert not extractor.fid_compatible and extractor.name == f"inception_{digest[:8]}"
+        metric = GenerativeMetrics(
+            extractor, reference_of(real), metrics=["kd", "is"], kid_subsets=2, kid_subset_size=20
+        )
+        metric.update(features=fake, logits=logits)
+        suffix = f"inception_{digest[:8]}"
+        assert set(metric.compute()) == {
+            f"kd_{suffix}",
+            f"kd_{suffix}_std",
+            f"is_{suffix}",
+            f"is_{suffix}_std",
+        }
+        assert set(metric_names(extractor).values()).isdisjoint(
+            {"fid", "kid", "kid_std", "is", "is_std", "precision"}
+        )
+    # the file whose sha256 is the standard one's (here by declaring it so): fid, kid, is
+    monkeypatch.setattr(features_module, "INCEPTION_WEIGHTS_SHA256", digest)
+    standard = InceptionV3Features(weights_path=str(path), expected_sha256=None, download=False)
+    assert standard.fid_compatible and standard.name == "inception"
+    assert {metric_names(standard)[k] for k in ("fd", "kd", "is")} == {"fid", "kid", "is"}
+
+
 def test_missing_inception_weights_offline_is_a_one_line_error(tmp_path, monkeypatch):
     monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch"))
     monkeypatch.delenv(INCEPTION_WEIGHTS_ENV, raising=False)
