@@ -10,10 +10,11 @@ import numpy as np
 import pytest
 import scipy.linalg
 import torch
-from lightning.pytorch import Trainer
+from lightning.pytorch import LightningDataModule, Trainer
+from torch.utils.data import TensorDataset
 
 from lit_gen.callbacks import SampleQuality
-from lit_gen.data import Digits
+from lit_gen.data import Digits, PixelTokens
 from lit_gen.errors import LitGenError
 from lit_gen.metrics import (
     GenerativeMetrics,
@@ -34,6 +35,7 @@ from lit_gen.metrics.functional import (
     mean_cov,
     precision_recall,
 )
+from lit_gen.metrics.reference import key_hash, reference_key
 
 
 def stats_of(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -276,6 +278,76 @@ def test_reference_statistics_are_cached_and_recomputed_when_the_key_changes(tmp
     assert loaded.features is None and loaded.num_samples == -1
     with pytest.raises(LitGenError, match="does not exist"):
         ReferenceStats.load(tmp_path / "missing.npz")
+
+
+def test_reference_cache_gives_the_requested_number_of_real_features(tmp_path):
+    data, extractor = Digits(image_size=8, val_fraction=0.1), RandomConvFeatures(image_size=16, width=8)
+    kwargs = dict(cache_dir=tmp_path / "stats", batch_size=200)
+    small, small_path, _ = reference_from_datamodule(data, "val", extractor, max_features=100, **kwargs)
+    large, large_path, computed = reference_from_datamodule(
+        data, "val", extractor, max_features=150, **kwargs
+    )
+    assert small.features.shape[0] == 100 and large.features.shape[0] == 150
+    assert computed and large_path != small_path
+    # more than the split holds: all 180, one file for every such request
+    _, all_path, _ = reference_from_datamodule(data, "val", extractor, max_features=1000, **kwargs)
+    _, same_path, computed_again = reference_from_datamodule(
+        data, "val", extractor, max_features=5000, **kwargs
+    )
+    assert same_path == all_path and not computed_again
+
+
+class ImagesOnly(LightningDataModule):
+    """A DataModule without hyper-parameters: only its images tell two instances apart."""
+
+    def __init__(self, seed: int) -> None:
+        super().__init__()
+        images = torch.rand(20, 1, 8, 8, generator=torch.Generator().manual_seed(seed))
+        self.train_set = self.val_set = TensorDataset(images)
+
+
+def test_reference_key_holds_every_input_that_changes_the_statistics():
+    extractor = RandomConvFeatures(image_size=16, width=8)
+
+    def key(data=None, split="val", extractor=extractor, num_samples=20, max_features=10):
+        data = Digits(image_size=8) if data is None else data
+        return key_hash(reference_key(data, split, extractor, num_samples, max_features))
+
+    class OtherDigits(Digits):
+        pass
+
+    base = key()
+    assert key() == base and key(Digits(image_size=8, batch_size=7, num_workers=1)) == base
+    variants = {
+        "dataset class": key(OtherDigits(image_size=8)),
+        "dataset init args (and resolution)": key(Digits(image_size=12)),
+        "dataset split seed": key(Digits(image_size=8, seed=1)),
+        "wrapped dataset": key(PixelTokens(Digits(image_size=8))),
+        "split": key(split="train"),
+        "number of images": key(num_samples=19),
+        "number of real features": key(max_features=11),
+        "extractor weights": key(extractor=RandomConvFeatures(image_size=16, width=8, seed=1)),
+        "extractor preprocessing": key(extractor=RandomConvFeatures(image_size=32, width=8)),
+        "extractor class": key(extractor=ModuleFeatures(extractor.net, name="random")),
+    }
+    for name, value in variants.items():
+        assert value != base, name
+    # PixelTokens of different images, DataModules without hyper-parameters: their images tell them apart
+    assert key(PixelTokens(Digits(image_size=8, seed=1))) != variants["wrapped dataset"]
+    assert key(ImagesOnly(0)) != key(ImagesOnly(1))
+    assert key(ImagesOnly(0)) == key(ImagesOnly(0))
+
+
+def test_pixel_tokens_of_different_images_get_their_own_statistics(tmp_path):
+    extractor = RandomConvFeatures(image_size=16, width=8)
+    kwargs = dict(cache_dir=tmp_path / "stats", max_features=50, batch_size=200)
+    first, first_path, _ = reference_from_datamodule(
+        PixelTokens(Digits(image_size=8)), "val", extractor, **kwargs
+    )
+    other, other_path, computed = reference_from_datamodule(
+        PixelTokens(Digits(image_size=8, seed=1)), "val", extractor, **kwargs
+    )
+    assert computed and other_path != first_path and not torch.equal(other.mean, first.mean)
 
 
 def test_one_feature_pass_serves_every_metric():
