@@ -48,7 +48,7 @@ def kernel_distance(
 ) -> tuple[Tensor, Tensor]:
     """KID: mean and (population, ddof 0) standard deviation over ``subsets`` random subsets (``subset_size``
     samples from each set, capped by the smaller set) of the unbiased MMD² with the kernel
-    (gamma x·y + coef)^degree, gamma = 1/D by default. The subsets are drawn as torch-fidelity's
+    (gamma a·b + coef)^degree, gamma = 1/D by default. The subsets are drawn as torch-fidelity's
     ``kid_features_to_metric(x, y, rng_seed=seed)`` draws them (numpy ``RandomState(seed)``, from ``x`` then
     ``y``), so equal features and seed give torch-fidelity's numbers, and every DDP rank the same value."""
     size = min(subset_size, x.shape[0], y.shape[0])
@@ -79,7 +79,8 @@ def inception_score(logits: Tensor, splits: int = 10, seed: int = 2020) -> tuple
         part = log_p[i * n // splits : (i + 1) * n // splits]
         log_marginal = part.exp().mean(dim=0, keepdim=True).log()
         scores.append((part.exp() * (part - log_marginal)).sum(dim=1).mean().exp())
-    return torch.stack(scores).mean(), torch.stack(scores).std(correction=0)
+    scores = torch.stack(scores)
+    return scores.mean(), scores.std(correction=0)
 
 
 def _row_chunks(n: int, chunk: int):
