@@ -10,10 +10,11 @@ import numpy as np
 import pytest
 import scipy.linalg
 import torch
-from lightning.pytorch import Trainer
+from lightning.pytorch import LightningDataModule, Trainer
+from torch.utils.data import TensorDataset
 
 from lit_gen.callbacks import SampleQuality
-from lit_gen.data import Digits
+from lit_gen.data import Digits, PixelTokens
 from lit_gen.errors import LitGenError
 from lit_gen.metrics import (
     GenerativeMetrics,
@@ -34,6 +35,7 @@ from lit_gen.metrics.functional import (
     mean_cov,
     precision_recall,
 )
+from lit_gen.metrics.reference import key_hash, reference_key
 
 
 def stats_of(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -83,18 +85,56 @@ def test_distance_of_a_set_to_itself_is_zero_and_fewer_samples_than_dims_is_fini
 def test_kid_is_unbiased_on_two_draws_of_one_gaussian():
     g = torch.Generator().manual_seed(2)
     same = []
-    for _ in range(20):
+    for seed in range(20):
         kid, _ = kernel_distance(
-            torch.randn(200, 16, generator=g), torch.randn(200, 16, generator=g), 5, 200, generator=g
+            torch.randn(200, 16, generator=g), torch.randn(200, 16, generator=g), 5, 200, seed=seed
         )
         same.append(float(kid))
     same = np.array(same)
     stderr = same.std(ddof=1) / np.sqrt(len(same))
     assert abs(same.mean()) < 3 * stderr  # unbiased: centred on 0 (a biased estimator is > 0)
     shifted, _ = kernel_distance(
-        torch.randn(200, 16, generator=g), torch.randn(200, 16, generator=g) + 0.5, 5, 200, generator=g
+        torch.randn(200, 16, generator=g), torch.randn(200, 16, generator=g) + 0.5, 5, 200
     )
     assert float(shifted) > 20 * stderr
+
+
+def test_kid_and_inception_score_match_torch_fidelity_on_the_same_features():
+    from torch_fidelity.metric_isc import isc_features_to_metric
+    from torch_fidelity.metric_kid import kid_features_to_metric
+
+    g = torch.Generator().manual_seed(5)
+    # float32 values (what GenerativeMetrics stores) given to torch-fidelity as float64 (it computes in the
+    # features' dtype): only the definitions can differ
+    real = torch.randn(300, 32, generator=g).double()
+    fake = (1.1 * torch.randn(250, 32, generator=g) + 0.1).double()
+    for seed in (0, 7):
+        expected = kid_features_to_metric(
+            fake, real, kid_subsets=10, kid_subset_size=100, rng_seed=seed, verbose=False
+        )
+        kid, kid_std = kernel_distance(fake, real, subsets=10, subset_size=100, seed=seed)
+        assert float(kid) == pytest.approx(expected["kernel_inception_distance_mean"], rel=1e-6)
+        assert float(kid_std) == pytest.approx(expected["kernel_inception_distance_std"], rel=1e-6)
+        # GenerativeMetrics passes the generated features first, as torch-fidelity's input1
+        metric = GenerativeMetrics(
+            torch.nn.Identity(), reference_of(real), metrics=["kd"], kid_subsets=10, kid_subset_size=100,
+            seed=seed,
+        )  # fmt: skip
+        metric.update_features(fake)
+        values = metric.compute()
+        assert float(values["kd_identity"]) == pytest.approx(
+            expected["kernel_inception_distance_mean"], rel=1e-6
+        )
+        assert float(values["kd_identity_std"]) == pytest.approx(
+            expected["kernel_inception_distance_std"], rel=1e-6
+        )
+    # N = 21 in 10 splits: torch-fidelity's parts of 2 or 3 shuffled rows (torch.chunk would give 7 parts of 3)
+    logits = 3.0 * torch.randn(21, 1008, generator=g, dtype=torch.float64)
+    for seed in (0, 2020):
+        expected = isc_features_to_metric(logits, splits=10, shuffle=True, rng_seed=seed)
+        score, score_std = inception_score(logits, splits=10, seed=seed)
+        assert float(score) == pytest.approx(expected["inception_score_mean"], rel=1e-6)
+        assert float(score_std) == pytest.approx(expected["inception_score_std"], rel=1e-6)
 
 
 def test_precision_recall_density_coverage_on_gaussians_with_known_overlap():
@@ -126,7 +166,7 @@ def test_inception_score_limits():
     # identical predictions: p(y|x) = p(y), score 1; confident and balanced over C classes: score C
     assert float(inception_score(torch.zeros(100, 10), splits=5)[0]) == pytest.approx(1.0)
     confident = 50.0 * torch.eye(10).repeat(20, 1)
-    mean, std = inception_score(confident, splits=4)
+    mean, std = inception_score(confident, splits=1)
     assert float(mean) == pytest.approx(10.0, rel=1e-6) and float(std) < 1e-6
 
 
@@ -146,6 +186,44 @@ def test_inception_loads_offline_through_weights_path(tmp_path):
     # the sha256 is checked: the stand-in weights are not the real file
     with pytest.raises(LitGenError, match=r"sha256 .* expected 6726825d"):
         InceptionV3Features(weights_path=str(path), download=False)
+
+
+def test_only_the_standard_inception_weights_give_the_literature_names(tmp_path, monkeypatch):
+    import lit_gen.metrics.features as features_module
+    from lit_gen.metrics.features import sha256_of_file
+    from lit_gen.metrics.generative import metric_names
+
+    path = save_random_inception_weights(tmp_path / INCEPTION_WEIGHTS_FILE, seed=0)
+    digest = sha256_of_file(path)
+    g = torch.Generator().manual_seed(6)
+    real, fake, logits = (
+        torch.randn(40, 2048, generator=g),
+        torch.randn(30, 2048, generator=g),
+        torch.randn(30, 1008, generator=g),
+    )
+    # unchecked (expected_sha256: null) or checked against another sha256: not the standard file
+    for expected in (None, digest):
+        extractor = InceptionV3Features(weights_path=str(path), expected_sha256=expected, download=False)
+        assert not extractor.fid_compatible and extractor.name == f"inception_{digest[:8]}"
+        metric = GenerativeMetrics(
+            extractor, reference_of(real), metrics=["kd", "is"], kid_subsets=2, kid_subset_size=20
+        )
+        metric.update(features=fake, logits=logits)
+        suffix = f"inception_{digest[:8]}"
+        assert set(metric.compute()) == {
+            f"kd_{suffix}",
+            f"kd_{suffix}_std",
+            f"is_{suffix}",
+            f"is_{suffix}_std",
+        }
+        assert set(metric_names(extractor).values()).isdisjoint(
+            {"fid", "kid", "kid_std", "is", "is_std", "precision"}
+        )
+    # the file whose sha256 is the standard one's (here by declaring it so): fid, kid, is
+    monkeypatch.setattr(features_module, "INCEPTION_WEIGHTS_SHA256", digest)
+    standard = InceptionV3Features(weights_path=str(path), expected_sha256=None, download=False)
+    assert standard.fid_compatible and standard.name == "inception"
+    assert {metric_names(standard)[k] for k in ("fd", "kd", "is")} == {"fid", "kid", "is"}
 
 
 def test_missing_inception_weights_offline_is_a_one_line_error(tmp_path, monkeypatch):
@@ -200,6 +278,76 @@ def test_reference_statistics_are_cached_and_recomputed_when_the_key_changes(tmp
     assert loaded.features is None and loaded.num_samples == -1
     with pytest.raises(LitGenError, match="does not exist"):
         ReferenceStats.load(tmp_path / "missing.npz")
+
+
+def test_reference_cache_gives_the_requested_number_of_real_features(tmp_path):
+    data, extractor = Digits(image_size=8, val_fraction=0.1), RandomConvFeatures(image_size=16, width=8)
+    kwargs = dict(cache_dir=tmp_path / "stats", batch_size=200)
+    small, small_path, _ = reference_from_datamodule(data, "val", extractor, max_features=100, **kwargs)
+    large, large_path, computed = reference_from_datamodule(
+        data, "val", extractor, max_features=150, **kwargs
+    )
+    assert small.features.shape[0] == 100 and large.features.shape[0] == 150
+    assert computed and large_path != small_path
+    # more than the split holds: all 180, one file for every such request
+    _, all_path, _ = reference_from_datamodule(data, "val", extractor, max_features=1000, **kwargs)
+    _, same_path, computed_again = reference_from_datamodule(
+        data, "val", extractor, max_features=5000, **kwargs
+    )
+    assert same_path == all_path and not computed_again
+
+
+class ImagesOnly(LightningDataModule):
+    """A DataModule without hyper-parameters: only its images tell two instances apart."""
+
+    def __init__(self, seed: int) -> None:
+        super().__init__()
+        images = torch.rand(20, 1, 8, 8, generator=torch.Generator().manual_seed(seed))
+        self.train_set = self.val_set = TensorDataset(images)
+
+
+def test_reference_key_holds_every_input_that_changes_the_statistics():
+    extractor = RandomConvFeatures(image_size=16, width=8)
+
+    def key(data=None, split="val", extractor=extractor, num_samples=20, max_features=10):
+        data = Digits(image_size=8) if data is None else data
+        return key_hash(reference_key(data, split, extractor, num_samples, max_features))
+
+    class OtherDigits(Digits):
+        pass
+
+    base = key()
+    assert key() == base and key(Digits(image_size=8, batch_size=7, num_workers=1)) == base
+    variants = {
+        "dataset class": key(OtherDigits(image_size=8)),
+        "dataset init args (and resolution)": key(Digits(image_size=12)),
+        "dataset split seed": key(Digits(image_size=8, seed=1)),
+        "wrapped dataset": key(PixelTokens(Digits(image_size=8))),
+        "split": key(split="train"),
+        "number of images": key(num_samples=19),
+        "number of real features": key(max_features=11),
+        "extractor weights": key(extractor=RandomConvFeatures(image_size=16, width=8, seed=1)),
+        "extractor preprocessing": key(extractor=RandomConvFeatures(image_size=32, width=8)),
+        "extractor class": key(extractor=ModuleFeatures(extractor.net, name="random")),
+    }
+    for name, value in variants.items():
+        assert value != base, name
+    # PixelTokens of different images, DataModules without hyper-parameters: their images tell them apart
+    assert key(PixelTokens(Digits(image_size=8, seed=1))) != variants["wrapped dataset"]
+    assert key(ImagesOnly(0)) != key(ImagesOnly(1))
+    assert key(ImagesOnly(0)) == key(ImagesOnly(0))
+
+
+def test_pixel_tokens_of_different_images_get_their_own_statistics(tmp_path):
+    extractor = RandomConvFeatures(image_size=16, width=8)
+    kwargs = dict(cache_dir=tmp_path / "stats", max_features=50, batch_size=200)
+    first, first_path, _ = reference_from_datamodule(
+        PixelTokens(Digits(image_size=8)), "val", extractor, **kwargs
+    )
+    other, other_path, computed = reference_from_datamodule(
+        PixelTokens(Digits(image_size=8, seed=1)), "val", extractor, **kwargs
+    )
+    assert computed and other_path != first_path and not torch.equal(other.mean, first.mean)
 
 
 def test_one_feature_pass_serves_every_metric():

@@ -40,7 +40,7 @@ def lit_gen_fid(real_dir: Path, fake_dir: Path, weights: Path, batch_size: int) 
     metric = GenerativeMetrics(extractor, reference, metrics=["fd"])
     for images in image_batches(fake_dir, batch_size)[0]:
         metric.update(images)
-    return float(metric.compute()["fid"])
+    return float(metric.compute()[metric.names["fd"]])  # stand-in weights: fd_inception_<sha>, not fid
 
 
 def fidelity_fid(real_dir: Path, fake_dir: Path, weights: Path, batch_size: int) -> float:

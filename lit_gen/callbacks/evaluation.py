@@ -26,8 +26,8 @@ class SampleQuality(Callback):
     """Every ``every_n_batches`` training batches (and at the end of fit) generates ``num_samples`` images with
     the model's ``generate`` (GAN: the EMA generator), scores them against the reference statistics of the
     datamodule's ``reference_split`` (computed once, cached on disk) and logs ``val/fid``, ``val/kid``... —
-    or ``val/fd_random``... with a non-Inception extractor. Works for any ``GenerativeModule`` whose
-    ``generate`` returns images.
+    or ``val/fd_random``... with another extractor (``val/fd_inception_<sha256 prefix>``... with Inception
+    weights other than the standard file). Works for any ``GenerativeModule`` whose ``generate`` returns images.
 
     Under DDP each rank generates ``ceil(num_samples / world_size)`` samples with its own noise and every rank
     computes the (synchronised) metrics. The extractor lives in this callback, never in the LightningModule,

@@ -227,6 +227,7 @@ def main(argv: list[str]) -> None:
             key = {
                 "images": str(Path(args.images).resolve()),
                 "num_samples": count,
+                "features": {"num": min(args.max_reference_features, count), "seed": 0},
                 "extractor": extractor.describe(),
             }
             stats = compute_reference(

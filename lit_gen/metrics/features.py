@@ -71,8 +71,11 @@ class FeatureExtractor(nn.Module):
     extractor has them (for the Inception Score), else None. Always in eval mode, never trained."""
 
     name: str = "features"
-    #: True only for the standard FID InceptionV3: the metrics then carry their literature names (fid, kid, is)
+    #: True only for the standard FID InceptionV3 weights (sha256 ``INCEPTION_WEIGHTS_SHA256``): the metrics then
+    #: carry their literature names (fid, kid, is)
     fid_compatible: bool = False
+    #: ``extract`` also returns class logits (for the Inception Score)
+    has_logits: bool = False
     num_features: int
     preprocessing: str = ""
 
@@ -227,7 +230,9 @@ class InceptionV3Features(FeatureExtractor):
         weights_path: the ``weights-inception-2015-12-05-6726825d.pth`` file; default
             ``$LIT_GEN_INCEPTION_WEIGHTS``, else the torch.hub cache (downloaded there when online).
         expected_sha256: the file's sha256 is checked against this. ``None`` skips the check — only for tests
-            and benchmarks with stand-in weights; numbers computed so are not FID.
+            and benchmarks with stand-in weights. Only the standard file (sha256 ``INCEPTION_WEIGHTS_SHA256``)
+            gives the literature names ``fid`` / ``kid`` / ``is``; any other file is named
+            ``inception_<first 8 hex digits of its sha256>`` (``fd_inception_1a2b3c4d``...).
         download: allow downloading into the torch.hub cache when no file is found.
     """
 
@@ -266,7 +271,9 @@ class InceptionV3Features(FeatureExtractor):
                 f"extractor.weights_path: '{path}' does not fit the FID InceptionV3 "
                 f"({str(err).splitlines()[0][:160]})"
             ) from None
-        self.name, self.fid_compatible, self.num_features = "inception", True, 2048
+        self.fid_compatible = digest == INCEPTION_WEIGHTS_SHA256
+        self.name = "inception" if self.fid_compatible else f"inception_{digest[:8]}"
+        self.has_logits, self.num_features = True, 2048
         self.weights_path, self._fingerprint = str(path), digest
         self.preprocessing = "rgb, uint8 (round), tf1-bilinear-299 (no antialias)"
         self.eval()

@@ -2,8 +2,9 @@
 
 - Fréchet distance (Heusel et al. 2017): torchmetrics' ``_compute_fid`` in float64.
 - Kernel distance / KID (Bińkowski et al. 2018): torchmetrics' unbiased polynomial-kernel ``poly_mmd``,
-  averaged over random subsets.
-- Inception Score (Salimans et al. 2016): exp(E_x KL(p(y|x) || p(y))) over ``splits`` consecutive chunks.
+  averaged over random subsets; subsets and standard deviation (ddof 0) as torch-fidelity's.
+- Inception Score (Salimans et al. 2016): exp(E_x KL(p(y|x) || p(y))) over ``splits`` parts of the shuffled
+  samples, as torch-fidelity's.
 - Improved precision / recall (Kynkäänniemi et al. 2019) and density / coverage (Naeem et al. 2020): k-nearest
   neighbour balls around real (and, for recall, fake) features.
 
@@ -12,6 +13,7 @@ Features are (N, D) tensors; every function works on any device.
 
 from __future__ import annotations
 
+import numpy as np
 import torch
 from torch import Tensor
 from torchmetrics.image.fid import _compute_fid
@@ -35,42 +37,50 @@ def frechet_distance(mu1: Tensor, sigma1: Tensor, mu2: Tensor, sigma2: Tensor) -
 
 
 def kernel_distance(
-    real: Tensor,
-    fake: Tensor,
+    x: Tensor,
+    y: Tensor,
     subsets: int = 100,
     subset_size: int = 1000,
     degree: int = 3,
     gamma: float | None = None,
     coef: float = 1.0,
-    generator: torch.Generator | None = None,
+    seed: int = 0,
 ) -> tuple[Tensor, Tensor]:
-    """KID: mean and standard deviation over ``subsets`` random subsets (``subset_size`` samples from each
-    set, capped by the smaller set) of the unbiased MMD² with the kernel (gamma x·y + coef)^degree,
-    gamma = 1/D by default. ``generator`` (CPU) fixes the subsets, so every DDP rank gets the same value."""
-    size = min(subset_size, real.shape[0], fake.shape[0])
+    """KID: mean and (population, ddof 0) standard deviation over ``subsets`` random subsets (``subset_size``
+    samples from each set, capped by the smaller set) of the unbiased MMD² with the kernel
+    (gamma a·b + coef)^degree, gamma = 1/D by default. The subsets are drawn as torch-fidelity's
+    ``kid_features_to_metric(x, y, rng_seed=seed)`` draws them (numpy ``RandomState(seed)``, from ``x`` then
+    ``y``), so equal features and seed give torch-fidelity's numbers, and every DDP rank the same value."""
+    size = min(subset_size, x.shape[0], y.shape[0])
     if size < 2:
-        raise ValueError(
-            f"kernel distance needs at least 2 samples per set, got {real.shape[0]}/{fake.shape[0]}"
-        )
-    real, fake = real.double(), fake.double()
+        raise ValueError(f"kernel distance needs at least 2 samples per set, got {x.shape[0]}/{y.shape[0]}")
+    x, y = x.double(), y.double()
+    rng = np.random.RandomState(seed)
     values = []
     for _ in range(subsets):
-        r = real[torch.randperm(real.shape[0], generator=generator)[:size].to(real.device)]
-        f = fake[torch.randperm(fake.shape[0], generator=generator)[:size].to(fake.device)]
-        values.append(poly_mmd(r, f, degree=degree, gamma=gamma, coef=coef))
+        xs = x[torch.from_numpy(rng.choice(x.shape[0], size, replace=False)).to(x.device)]
+        ys = y[torch.from_numpy(rng.choice(y.shape[0], size, replace=False)).to(y.device)]
+        values.append(poly_mmd(xs, ys, degree=degree, gamma=gamma, coef=coef))
     values = torch.stack(values)
-    return values.mean(), values.std() if subsets > 1 else torch.zeros_like(values[0])
+    return values.mean(), values.std(correction=0)
 
 
-def inception_score(logits: Tensor, splits: int = 10) -> tuple[Tensor, Tensor]:
-    """Inception Score mean and standard deviation over ``splits`` consecutive chunks of class logits."""
+def inception_score(logits: Tensor, splits: int = 10, seed: int = 2020) -> tuple[Tensor, Tensor]:
+    """Inception Score mean and (population, ddof 0) standard deviation over ``splits`` parts of the class
+    logits, as torch-fidelity's ``isc_features_to_metric(logits, splits, shuffle=True, rng_seed=seed)``: rows
+    shuffled by numpy ``RandomState(seed)``, part i = rows ``i*N//splits`` to ``(i+1)*N//splits``."""
+    n = logits.shape[0]
+    if n < splits:
+        raise ValueError(f"the Inception Score needs at least splits={splits} samples, got {n}")
+    order = torch.from_numpy(np.random.RandomState(seed).permutation(n)).to(logits.device)
+    log_p = logits[order].double().log_softmax(dim=1)
     scores = []
-    for chunk in logits.double().chunk(splits, dim=0):
-        log_p = chunk.log_softmax(dim=1)
-        log_marginal = log_p.exp().mean(dim=0, keepdim=True).log()
-        scores.append((log_p.exp() * (log_p - log_marginal)).sum(dim=1).mean().exp())
+    for i in range(splits):
+        part = log_p[i * n // splits : (i + 1) * n // splits]
+        log_marginal = part.exp().mean(dim=0, keepdim=True).log()
+        scores.append((part.exp() * (part - log_marginal)).sum(dim=1).mean().exp())
     scores = torch.stack(scores)
-    return scores.mean(), scores.std() if len(scores) > 1 else torch.zeros_like(scores[0])
+    return scores.mean(), scores.std(correction=0)
 
 
 def _row_chunks(n: int, chunk: int):

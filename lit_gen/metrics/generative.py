@@ -27,9 +27,9 @@ METRICS = ("fd", "kd", "is", "pr", "dc")
 
 
 def metric_names(extractor: FeatureExtractor) -> dict[str, str]:
-    """Output names. With the standard FID Inception they are the literature's (``fid``, ``kid``, ``is``,
-    ``precision``...); with any other extractor they never say FID/KID/IS: ``fd_<name>``, ``kd_<name>``,
-    ``precision_<name>``..."""
+    """Output names. With the standard FID Inception weights they are the literature's (``fid``, ``kid``,
+    ``is``, ``precision``...); with any other extractor or weights they never say FID/KID/IS: ``fd_<name>``,
+    ``kd_<name>``, ``is_<name>``, ``precision_<name>``..."""
     if extractor.fid_compatible:
         names = ["fid", "kid", "kid_std", "is", "is_std", "precision", "recall", "density", "coverage"]
         return dict(
@@ -40,6 +40,8 @@ def metric_names(extractor: FeatureExtractor) -> dict[str, str]:
         "fd": f"fd_{suffix}",
         "kd": f"kd_{suffix}",
         "kd_std": f"kd_{suffix}_std",
+        "is": f"is_{suffix}",
+        "is_std": f"is_{suffix}_std",
         "precision": f"precision_{suffix}",
         "recall": f"recall_{suffix}",
         "density": f"density_{suffix}",
@@ -59,14 +61,15 @@ class GenerativeMetrics(Metric):
     Args:
         extractor: a ``FeatureExtractor`` or any ``nn.Module`` mapping images to (N, D) features.
         reference: real statistics (``ReferenceStats``); may be set later with ``set_reference``.
-        metrics: subset of ``("fd", "kd", "is", "pr", "dc")``; ``is`` needs an extractor with logits
-            (Inception) and is skipped otherwise.
+        metrics: subset of ``("fd", "kd", "is", "pr", "dc")``; ``is`` needs an extractor with class logits
+            (``has_logits``: Inception) and is skipped otherwise.
         kid_subsets, kid_subset_size: KID averaged over this many subsets of this size (100 x 1000 in
             Bińkowski et al. 2018; the size is capped by the sample counts).
         is_splits: Inception Score splits (10 in Salimans et al. 2016).
         pr_k: k of improved precision/recall (3 in Kynkäänniemi et al. 2019).
         dc_k: k of density/coverage (5 in Naeem et al. 2020).
-        seed: seed of the KID subsets (the same on every rank).
+        seed: seed of the KID subsets and of the Inception Score's shuffle (torch-fidelity's ``rng_seed``;
+            the same on every rank).
     """
 
     full_state_update = False
@@ -92,7 +95,7 @@ class GenerativeMetrics(Metric):
             raise LitGenError(f"metrics: unknown {unknown}; choose from {list(METRICS)}")
         self.extractor = as_extractor(extractor)
         self.metrics = tuple(m for m in METRICS if m in metrics)
-        if "is" in self.metrics and not self.extractor.fid_compatible:
+        if "is" in self.metrics and not self.extractor.has_logits:
             self.metrics = tuple(m for m in self.metrics if m != "is")  # no class logits to score
         self.kid_subsets, self.kid_subset_size, self.is_splits = kid_subsets, kid_subset_size, is_splits
         self.pr_k, self.dc_k, self.seed = pr_k, dc_k, seed
@@ -153,6 +156,11 @@ class GenerativeMetrics(Metric):
             raise LitGenError(
                 f"num_samples: k-NN metrics (pr/dc) need more than {k_max} samples, got {int(self.fake_n)}"
             )
+        if "is" in self.metrics and self.fake_logits and int(self.fake_n) < self.is_splits:
+            raise LitGenError(
+                f"num_samples: the Inception Score needs at least is_splits={self.is_splits} samples, "
+                f"got {int(self.fake_n)}"
+            )
         device = self.fake_sum.device
         if "fd" in self.metrics:
             mean, cov = mean_cov(self.fake_sum, self.fake_outer, self.fake_n)
@@ -163,13 +171,13 @@ class GenerativeMetrics(Metric):
         if needs_features and real is None:
             raise LitGenError("reference: statistics without features support FID only (metrics: [fd])")
         if "kd" in self.metrics:
-            generator = torch.Generator().manual_seed(self.seed)
-            kid, kid_std = kernel_distance(
-                real, fake, self.kid_subsets, self.kid_subset_size, generator=generator
-            )
+            # generated first, as torch-fidelity's input1: equal features and seed give its numbers
+            kid, kid_std = kernel_distance(fake, real, self.kid_subsets, self.kid_subset_size, seed=self.seed)
             out[names["kd"]], out[names["kd_std"]] = kid, kid_std
         if "is" in self.metrics and self.fake_logits:
-            out["is"], out["is_std"] = inception_score(dim_zero_cat(self.fake_logits), self.is_splits)
+            out[names["is"]], out[names["is_std"]] = inception_score(
+                dim_zero_cat(self.fake_logits), self.is_splits, seed=self.seed
+            )
         if "pr" in self.metrics:
             p, r = precision_recall(real, fake, self.pr_k, ref.nn_radii(self.pr_k).to(device))
             out[names["precision"]], out[names["recall"]] = p, r

@@ -1,8 +1,9 @@
 """Reference (real-data) statistics: computed once per key, cached on disk, reused across runs and sweeps.
 
-Key: dataset (class path and its init args, without batch size / workers), split, resolution, number of
-images, extractor name / class / preprocessing and the sha256 of its weights. Any change gives another key
-and so another file.
+Key: dataset (class path and its init args, without batch size / workers; the same for a DataModule it wraps,
+e.g. ``PixelTokens.images``), split, resolution, a sha256 of a few of the images, number of images, number
+and seed of the kept features, extractor name / class / preprocessing and the sha256 of its weights. Any
+change gives another key and so another file.
 
 Cache directory: ``cache_dir`` argument, else ``$LIT_GEN_STATS_DIR``, else ``$XDG_CACHE_HOME/lit_gen/stats``
 (``~/.cache/lit_gen/stats``). File name: ``{dataset}-{split}-{resolution}px-{extractor}-{key hash}.npz``.
@@ -30,6 +31,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from lightning.pytorch import LightningDataModule
 from torch import Tensor
 from torch.utils.data import DataLoader, Dataset
 
@@ -135,10 +137,14 @@ def cache_file(cache_dir: str | Path | None, key: dict) -> Path:
 
 
 def dataset_description(datamodule) -> dict:
-    """Class path and the init args that determine which images a DataModule yields."""
+    """Class path and the init args that determine which images a DataModule yields; a DataModule it holds
+    (e.g. the images of ``PixelTokens``, which saves no hyper-parameters) is described the same way."""
     cls = type(datamodule)
     hparams = dict(getattr(datamodule, "hparams", {}) or {})
     args = {k: v for k, v in hparams.items() if k not in _LOADING_ONLY}
+    for name, value in vars(datamodule).items():
+        if isinstance(value, LightningDataModule) and not name.startswith("_"):
+            args[name] = dataset_description(value)
     return {
         "class_path": f"{cls.__module__}.{cls.__qualname__}",
         "init_args": json.loads(json.dumps(args, default=str)),
@@ -158,16 +164,36 @@ def split_dataset(datamodule, split: str) -> Dataset:
     return dataset
 
 
+def data_fingerprint(dataset: Dataset, num_samples: int, probes: int = 8) -> str:
+    """sha256 of the images at ``probes`` evenly spaced indices among the first ``num_samples``: tells apart
+    data that the DataModule's hyper-parameters do not (a DataModule without them, changed files)."""
+    digest = hashlib.sha256(str(num_samples).encode())
+    for index in sorted({round(i * (num_samples - 1) / max(probes - 1, 1)) for i in range(probes)}):
+        image = torch.as_tensor(images_of(dataset[index])).detach().cpu().contiguous()
+        digest.update(f"{index}:{image.dtype}:{tuple(image.shape)}".encode())
+        digest.update(image.reshape(-1).view(torch.uint8).numpy().tobytes())
+    return digest.hexdigest()
+
+
 def reference_key(
-    datamodule, split: str, extractor: FeatureExtractor, num_samples: int, image_shape: tuple | None = None
+    datamodule,
+    split: str,
+    extractor: FeatureExtractor,
+    num_samples: int,
+    max_features: int = 10_000,
+    seed: int = 0,
 ) -> dict:
-    shape = image_shape or getattr(datamodule, "image_shape", None)
+    """Every input that changes the statistics of the first ``num_samples`` images of a DataModule split."""
+    dataset = split_dataset(datamodule, split)
+    shape = tuple(images_of(dataset[0]).shape)
     return {
         "format": FORMAT,
         "dataset": dataset_description(datamodule),
         "split": split,
-        "resolution": int(shape[-1]) if shape else None,
+        "resolution": int(shape[-1]),
+        "data_sha256": data_fingerprint(dataset, num_samples),
         "num_samples": int(num_samples),
+        "features": {"num": min(int(max_features), int(num_samples)), "seed": int(seed)},
         "extractor": {
             "name": extractor.name,
             "class_path": f"{type(extractor).__module__}.{type(extractor).__qualname__}",
@@ -250,13 +276,14 @@ def reference_from_datamodule(
     batch_size: int = 250,
     device: torch.device | str = "cpu",
     progress: bool = False,
+    seed: int = 0,
 ) -> tuple[ReferenceStats, Path | None, bool]:
     """The reference statistics of a DataModule split: read from the cache when its key matches, else computed
-    (in dataset order) and written there. Returns (stats, cache file or None, whether it was computed)."""
+    (in dataset order) and written there. Returns (stats, cache file or None, whether it was computed).
+    ``seed`` draws the ``max_features`` images whose features are kept."""
     dataset = split_dataset(datamodule, split)
     num_samples = len(dataset) if max_samples is None else min(max_samples, len(dataset))
-    first = images_of(next(iter(DataLoader(dataset, batch_size=1))))
-    key = reference_key(datamodule, split, extractor, num_samples, tuple(first.shape[1:]))
+    key = reference_key(datamodule, split, extractor, num_samples, max_features, seed)
     path = cache_file(cache_dir, key) if use_cache else None
     if path is not None and path.is_file():
         try:
@@ -276,6 +303,7 @@ def reference_from_datamodule(
         ks=ks,
         key=key,
         device=device,
+        seed=seed,
         progress=progress,
         total_batches=-(-num_samples // batch_size),
     )
