@@ -113,13 +113,61 @@ def test_array_runs_one_directory_and_seed_per_task(cli):
 
 def test_sweep_runs_one_wandb_agent_per_array_task_without_requeue(cli):
     code, out, err = cli(
-        "submit", "--config", GAN, "--trainer.accelerator", "cpu", "--array", "4", "--sweep", "me/proj/abc123",
-        "--dry-run",
+        "submit", "--config", GAN, "--slurm.gpus", "0", "--array", "4", "--sweep", "me/proj/abc123", "--dry-run"
     )  # fmt: skip
     assert code == 0, err
     found = directives(out)
     assert found["array"] == "0-3" and "no-requeue" in found and "signal" not in found
     assert out.rstrip().endswith("-m wandb agent --count 1 me/proj/abc123")
+
+
+def test_sweep_runs_start_the_configured_python(cli, tmp_path):
+    """The agent starts each sweep run as W&B's ``${env} ${interpreter}``, i.e. ``/usr/bin/env python``: that
+    must be ``--slurm.python``, not a ``python`` earlier on the job's PATH (one without torch, say)."""
+    path_bin, configured = tmp_path / "path_bin", tmp_path / "venv" / "bin" / "python"
+    stubs = {
+        path_bin / "srun": 'exec "$@"',
+        path_bin / "python": "echo wrong python",
+        # the configured Python plays the agent for `-m wandb agent`, and the sweep run otherwise
+        configured: 'if [ "$2" = wandb ]; then exec /usr/bin/env python -m lit_gen fit --x=1; fi\n'
+        'echo "configured python: $*"',
+    }
+    for stub, body in stubs.items():
+        stub.parent.mkdir(parents=True, exist_ok=True)
+        stub.write_text(f"#!/bin/bash\n{body}\n")
+        stub.chmod(0o755)
+    code, out, err = cli(
+        "submit", "--config", TINY, "--array", "2", "--sweep", "me/proj/abc123", "--dry-run",
+        "--slurm.python", configured
+    )  # fmt: skip
+    assert code == 0, err
+    env = {"PATH": f"{path_bin}:/usr/bin:/bin", "SLURM_ARRAY_TASK_ID": "1"}
+    job = subprocess.run(["bash", "-c", out], capture_output=True, text=True, env=env)
+    assert job.returncode == 0, job.stderr
+    assert job.stdout.strip() == "configured python: -m lit_gen fit --x=1"
+
+    # a --slurm.python the job's node does not have: one line in the job's output
+    code, out, err = cli(
+        "submit", "--config", TINY, "--array", "2", "--sweep", "me/proj/abc123", "--dry-run",
+        "--slurm.python", tmp_path / "nowhere" / "python"
+    )  # fmt: skip
+    job = subprocess.run(["bash", "-c", out], capture_output=True, text=True, env=env)
+    assert job.returncode == 2 and job.stdout == ""
+    assert job.stderr.startswith(
+        f"lit_gen: error: slurm.python: '{tmp_path / 'nowhere' / 'python'}' not found"
+    )
+
+
+@pytest.mark.parametrize("override", [["--trainer.max_steps=3"], ["--run.name", "x"]])
+def test_sweep_refuses_fit_overrides_it_would_drop(cli, override):
+    code, out, err = cli(
+        "submit", "--config", TINY, *override, "--array", "2", "--sweep", "me/proj/abc123", "--dry-run"
+    )  # fmt: skip
+    assert code == 2 and out == ""
+    assert err.strip().splitlines() == [
+        f"lit_gen: error: sweep: '{override[0]}' would not reach the sweep's runs (each runs the sweep's "
+        "command): put it in the sweep's command or parameters; submit --sweep takes only --config"
+    ]
 
 
 def test_sbatch_missing_is_one_line_and_writes_nothing(cli, tmp_path, monkeypatch):

@@ -9,6 +9,12 @@ W&B server) or else Lightning's CSV log (``<run>/**/metrics.csv``), and writes i
   (also printed);
 - ``compare.png``: the chosen metrics' curves against training batches.
 
+A folder holding runs is not a run itself (a job array's directory holds the ``config.yaml`` its
+``task-<i>`` runs start from): its runs are listed. Runs whose configs differ only in ``seed_everything`` (an
+array's tasks), or that share a value of ``--group_by KEY``, form a group: its runs are followed by a row of
+their means, with a column of their standard deviations next to each metric's, and the plot draws the group's
+mean with a band of one standard deviation, named by the group and its seeds in the legend.
+
 With W&B credentials, ``--project ENTITY/PROJECT`` or ``--sweep ENTITY/PROJECT/SWEEP_ID`` reads the runs
 from the W&B server instead (``wandb.Api``).
 """
@@ -20,6 +26,7 @@ import json
 import math
 import os
 import re
+import statistics
 import struct
 import zlib
 from collections.abc import Iterator
@@ -27,6 +34,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import yaml
 from jsonargparse import ArgumentParser
 
@@ -38,6 +46,8 @@ from lit_gen.loggers import STEP_KEY
 MAXIMIZED = re.compile(
     r"^(modes|high_quality|inception_score|is|precision|recall|density|coverage|acc\w*)(_\w+)?$"
 )
+#: the config key that seeds a run: runs differing only in it are repeats of one setting
+SEED_KEY = "seed_everything"
 #: config keys that name where a run lives, not how it was trained
 _LOCATION_KEYS = re.compile(r"(^run\.|save_dir|dirpath|default_root_dir|^config$|^ckpt_path$)")
 
@@ -50,6 +60,7 @@ class Run:
     config: dict[str, Any]
     history: dict[str, list[tuple[float, float]]] = field(default_factory=dict)
     wall_time_s: float | None = None
+    path: Path | None = None
 
     @property
     def steps(self) -> int | None:
@@ -205,24 +216,40 @@ def _wandb_files(run_dir: Path) -> list[Path]:
     return sorted(files, key=lambda p: re.findall(r"\d{8}_\d{6}", p.parent.name) or [p.parent.name])
 
 
-def is_run_dir(path: Path) -> bool:
-    return (path / "config.yaml").is_file() or bool(_wandb_files(path)) or any(path.glob("**/metrics.csv"))
+def _holds_config(path: Path) -> bool:
+    return (path / "config.yaml").is_file()
+
+
+def _csv_files(run_dir: Path) -> list[Path]:
+    """The run's own ``metrics.csv`` files: none from runs nested below it (an array's ``task-<i>``)."""
+
+    def own(path: Path) -> bool:
+        return not any(_holds_config(parent) for parent in path.parents if run_dir in parent.parents)
+
+    return sorted(p for p in run_dir.glob("**/metrics.csv") if own(p))
+
+
+def _has_own_logs(path: Path) -> bool:
+    return bool(_wandb_files(path)) or bool(_csv_files(path))
 
 
 def find_run_dirs(paths: list[str]) -> list[Path]:
-    """The run directories named by ``paths``; a folder that is not a run holds runs below it."""
+    """The run directories named by ``paths``: a folder holding runs (a job array's directory, whose
+    ``config.yaml`` only seeds its ``task-<i>`` runs) is a run itself only when it logged metrics itself."""
     found: list[Path] = []
     for text in paths:
         path = Path(text)
         if not path.is_dir():
             raise LitGenError(f"compare: no such run directory '{text}'")
-        if (path / "config.yaml").is_file() or _wandb_files(path):
-            found.append(path)
-            continue
-        below = sorted(p.parent for p in path.glob("**/config.yaml") if "wandb" not in p.parts)
+        below = {
+            p.parent for p in path.glob("**/config.yaml") if "wandb" not in p.relative_to(path).parts[:-1]
+        }
+        if _wandb_files(path):
+            below.add(path)
         if not below:
             raise LitGenError(f"compare: '{text}' is not a run directory and holds none (no config.yaml)")
-        found.extend(below)
+        runs = [d for d in sorted(below) if not any(d in o.parents for o in below) or _has_own_logs(d)]
+        found.extend(runs)
     return list(dict.fromkeys(found))
 
 
@@ -231,7 +258,7 @@ def load_run(run_dir: Path, name: str) -> Run:
     config_path = run_dir / "config.yaml"
     config = yaml.safe_load(config_path.read_text()) if config_path.is_file() else None
     wandb_files = _wandb_files(run_dir)
-    csv_files = sorted(run_dir.glob("**/metrics.csv"))
+    csv_files = _csv_files(run_dir)
     if wandb_files:
         wandb_config, history, wall = read_wandb_run(wandb_files)
         config = config if config is not None else wandb_config
@@ -246,7 +273,7 @@ def load_run(run_dir: Path, name: str) -> Run:
         raise LitGenError(f"compare: '{run_dir}' has no logged metrics (no wandb/ run nor metrics.csv)")
     for points in history.values():
         points.sort(key=lambda p: p[0])
-    return Run(name=name, config=flatten_config(config or {}), history=history, wall_time_s=wall)
+    return Run(name, flatten_config(config or {}), history, wall, run_dir)
 
 
 def load_runs(paths: list[str]) -> list[Run]:
@@ -299,6 +326,76 @@ def default_metrics(runs: list[Run]) -> list[str]:
     return chosen or [k for k in logged if "loss" in k] or logged[:4]
 
 
+@dataclass
+class Group:
+    """Runs of one setting, reported as a mean and standard deviation: repeats that differ only in
+    ``seed_everything`` (a job array's tasks), or the runs sharing a value of ``--group_by``."""
+
+    label: str
+    runs: list[Run]
+
+    @property
+    def legend(self) -> str:
+        if len(self.runs) == 1:
+            return self.runs[0].name
+        seeds = [run.config.get(SEED_KEY) for run in self.runs]
+        if None not in seeds and len({repr(seed) for seed in seeds}) == len(seeds):
+            return f"{self.label}: mean ± std, seeds {', '.join(map(str, seeds))}"
+        return f"{self.label}: mean ± std of {len(self.runs)} runs"
+
+
+def _setting(run: Run) -> tuple:
+    """The run's config without its seed and locations: equal for repeats of one setting."""
+    return tuple(
+        sorted((k, repr(v)) for k, v in run.config.items() if k != SEED_KEY and not _LOCATION_KEYS.search(k))
+    )
+
+
+def _group_label(runs: list[Run]) -> str:
+    """The part of the runs' names they share (an array's directory), else their common folder."""
+    if len(runs) == 1:
+        return runs[0].name
+    common = os.path.commonpath([run.name for run in runs])
+    if common:
+        return common
+    paths = [run.path for run in runs if run.path is not None]
+    if len(paths) == len(runs):
+        return str(Path(*Path(os.path.commonpath(paths)).parts[-2:]))
+    return "runs"
+
+
+def group_runs(runs: list[Run], group_by: str | None = None) -> list[Group]:
+    """The runs in groups, in order of first appearance: by their value of the config key ``group_by``, else
+    the runs whose configs differ only in the seed."""
+    if group_by is not None and not any(group_by in run.config for run in runs):
+        keys = ", ".join(differing_keys(runs)) or "none"
+        raise LitGenError(
+            f"compare.group_by: '{group_by}' is not in the runs' configs (keys that differ: {keys})"
+        )
+    members: dict[Any, list[Run]] = {}
+    for run in runs:
+        members.setdefault(repr(run.config.get(group_by)) if group_by else _setting(run), []).append(run)
+    if group_by:
+        return [Group(f"{group_by}={_format(g[0].config.get(group_by))}", g) for g in members.values()]
+    return [Group(_group_label(g), g) for g in members.values()]
+
+
+def mean_curve(runs: list[Run], metric: str) -> tuple[list[float], list[float], list[float]] | None:
+    """Steps, mean and sample standard deviation of a metric over runs (None for fewer than two runs with
+    it): at every step any of them logged within the range all of them cover, each run's curve interpolated
+    linearly between its own steps (the same steps for repeats of one config)."""
+    curves = [[(s, v) for s, v in run.history.get(metric, []) if not math.isnan(v)] for run in runs]
+    curves = [curve for curve in curves if curve]
+    if len(curves) < 2:
+        return None
+    first, last = max(c[0][0] for c in curves), min(c[-1][0] for c in curves)
+    steps = sorted({s for curve in curves for s, _ in curve if first <= s <= last})
+    if not steps:
+        return None
+    values = np.array([np.interp(steps, [s for s, _ in c], [v for _, v in c]) for c in curves])
+    return steps, values.mean(axis=0).tolist(), values.std(axis=0, ddof=1).tolist()
+
+
 def _format(value: Any) -> str:
     if value is None:
         return ""
@@ -309,23 +406,55 @@ def _format(value: Any) -> str:
     return str(value)
 
 
-def build_table(runs: list[Run], metrics: list[str]) -> tuple[list[str], list[list[Any]]]:
+def _finals_and_bests(run: Run, metrics: list[str]) -> list[float | None]:
+    cells: list[float | None] = []
+    for metric in metrics:
+        values = [v for _, v in run.history.get(metric, []) if not math.isnan(v)]
+        best = (max if maximized(metric) else min)(values) if values else None
+        cells += [values[-1] if values else None, best]
+    return cells
+
+
+def build_table(
+    runs: list[Run], metrics: list[str], groups: list[Group] | None = None
+) -> tuple[list[str], list[list[Any]]]:
     """Header and rows: run, differing hyper-parameters, final/best of each metric, last step (on the
-    ``trainer/batch`` axis), wall time."""
+    ``trainer/batch`` axis), wall time. Each group of several runs is followed by a row of their means, and
+    every metric column by one of their (sample) standard deviations."""
+    groups = groups or [Group(run.name, [run]) for run in runs]
     params = differing_keys(runs)
+    spread = any(len(group.runs) > 1 for group in groups)
     header = ["run", *params]
     for metric in metrics:
-        header += [f"{metric} final", f"{metric} {'max' if maximized(metric) else 'min'}"]
+        for column in ("final", "max" if maximized(metric) else "min"):
+            header += [f"{metric} {column}", f"{metric} {column} std"] if spread else [f"{metric} {column}"]
     header += ["step", "wall_time_s"]
     rows = []
-    for run in runs:
-        row: list[Any] = [run.name, *[run.config.get(k) for k in params]]
-        for metric in metrics:
-            values = [v for _, v in run.history.get(metric, []) if not math.isnan(v)]
-            best = (max if maximized(metric) else min)(values) if values else None
-            row += [values[-1] if values else None, best]
-        row += [run.steps, round(run.wall_time_s, 1) if run.wall_time_s is not None else None]
-        rows.append(row)
+    for group in groups:
+        cells = [_finals_and_bests(run, metrics) for run in group.runs]
+        for run, values in zip(group.runs, cells):
+            row: list[Any] = [run.name, *[run.config.get(k) for k in params]]
+            for value in values:
+                row += [value, None] if spread else [value]
+            row += [run.steps, round(run.wall_time_s, 1) if run.wall_time_s is not None else None]
+            rows.append(row)
+        if len(group.runs) > 1:
+            shared = [{repr(run.config.get(k)): run.config.get(k) for run in group.runs} for k in params]
+            row = [f"{group.label}: mean of {len(group.runs)}"]
+            row += [next(iter(values.values())) if len(values) == 1 else None for values in shared]
+            for i in range(len(cells[0])):
+                values = [c[i] for c in cells if c[i] is not None]
+                row += [
+                    statistics.fmean(values) if values else None,
+                    statistics.stdev(values) if len(values) > 1 else None,
+                ]
+            steps = {run.steps for run in group.runs}
+            walls = [run.wall_time_s for run in group.runs if run.wall_time_s is not None]
+            row += [
+                steps.pop() if len(steps) == 1 else None,
+                round(statistics.fmean(walls), 1) if walls else None,
+            ]
+            rows.append(row)
     return header, rows
 
 
@@ -341,8 +470,9 @@ def text_table(header: list[str], rows: list[list[Any]]) -> str:
     return "\n".join("  ".join(str(c).ljust(w) for c, w in zip(r, widths)).rstrip() for r in cells)
 
 
-def plot_curves(runs: list[Run], metrics: list[str], path: Path) -> None:
-    """One panel per metric, one curve per run, against training batches."""
+def draw_curves(groups: list[Group], metrics: list[str]) -> Any:
+    """A matplotlib figure: one panel per metric against training batches, a curve per run; a group of
+    several runs is drawn as its mean with a band of one standard deviation over faint curves of its runs."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -352,23 +482,50 @@ def plot_curves(runs: list[Run], metrics: list[str], path: Path) -> None:
     rows = -(-len(metrics) // cols)
     fig, axes = plt.subplots(rows, cols, figsize=(5 * cols, 3.6 * rows), squeeze=False)
     for ax, metric in zip(axes.flat, metrics):
-        for run in runs:
-            points = run.history.get(metric)
-            if points:
+        for i, group in enumerate(groups):
+            color = f"C{i % 10}"
+            curve = mean_curve(group.runs, metric) if len(group.runs) > 1 else None
+            for run in group.runs:
+                points = run.history.get(metric)
+                if not points:
+                    continue
                 ax.plot(
                     [p[0] for p in points],
                     [p[1] for p in points],
-                    marker="." if len(points) < 30 else None,
-                    label=run.name,
+                    color=color,
+                    marker="." if len(points) < 30 and curve is None else None,
+                    **({"alpha": 0.3, "linewidth": 0.8} if curve else {"label": run.name}),
                 )
+            if curve:
+                steps, mean, std = curve
+                ax.plot(steps, mean, color=color, linewidth=2, label=group.legend)
+                low, high = [m - s for m, s in zip(mean, std)], [m + s for m, s in zip(mean, std)]
+                ax.fill_between(steps, low, high, color=color, alpha=0.2, linewidth=0)
         ax.set_title(metric)
         ax.set_xlabel("training batches")
         ax.grid(alpha=0.3)
     for ax in list(axes.flat)[len(metrics) :]:
         ax.axis("off")
-    handles, labels = axes.flat[0].get_legend_handles_labels()
-    fig.legend(handles, labels, loc="lower center", ncol=min(len(labels), 3), fontsize="small", frameon=False)
-    fig.tight_layout(rect=(0, 0.06 + 0.03 * (len(labels) // 3), 1, 1))
+    legend: dict[str, Any] = {}
+    for ax in axes.flat:
+        for handle, label in zip(*ax.get_legend_handles_labels()):
+            legend.setdefault(label, handle)
+    # as many columns as the longest label leaves room for (about 14 small characters an inch)
+    longest = max((len(label) for label in legend), default=1)
+    ncol = max(1, min(len(legend), 3, int(5 * cols * 14 / (longest + 6))))
+    fig.legend(
+        list(legend.values()), list(legend), loc="lower center", ncol=ncol, fontsize="small", frameon=False
+    )
+    legend_rows = -(-len(legend) // ncol)
+    fig.tight_layout(rect=(0, min(0.5, (0.1 + 0.2 * legend_rows) / (3.6 * rows)), 1, 1))
+    return fig
+
+
+def plot_curves(groups: list[Group], metrics: list[str], path: Path) -> None:
+    """``draw_curves`` saved as a PNG."""
+    import matplotlib.pyplot as plt
+
+    fig = draw_curves(groups, metrics)
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=120)
     plt.close(fig)
@@ -385,6 +542,14 @@ def build_parser() -> ArgumentParser:
         type=str,
         default=None,
         help="Metrics to report and plot (default: the val/* metrics, else the losses).",
+    )
+    parser.add_argument(
+        "--group_by",
+        "--group-by",
+        type=str | None,
+        default=None,
+        help="Report the runs sharing a value of this config key as one mean ± std (default: the runs whose "
+        "configs differ only in seed_everything, such as a job array's tasks).",
     )
     parser.add_argument("--out_dir", type=str, default="compare", help="Where compare.{md,csv,png} go.")
     parser.add_argument(
@@ -422,7 +587,8 @@ def main(argv: list[str]) -> None:
         raise LitGenError(
             f"compare.metrics: '{unknown[0]}' was not logged by any run (logged: {', '.join(sorted(logged))})"
         )
-    header, rows = build_table(runs, metrics)
+    groups = group_runs(runs, args.group_by)
+    header, rows = build_table(runs, metrics, groups)
     out = Path(args.out_dir)
     out.mkdir(parents=True, exist_ok=True)
     with (out / "compare.csv").open("w", newline="") as f:
@@ -430,7 +596,7 @@ def main(argv: list[str]) -> None:
     (out / "compare.md").write_text(markdown_table(header, rows))
     written = [out / "compare.md", out / "compare.csv"]
     if metrics:
-        plot_curves(runs, metrics, out / "compare.png")
+        plot_curves(groups, metrics, out / "compare.png")
         written.append(out / "compare.png")
     print(text_table(header, rows))
     print(f"lit_gen: wrote {', '.join(map(str, written))}")

@@ -18,8 +18,10 @@ job's config as the device count), or 1 on the CPU.
 
 ``--array N`` runs N copies as a job array, task ``i`` in ``<run dir>/task-<i>`` with seed
 ``seed_everything + i``. ``--sweep ENTITY/PROJECT/SWEEP_ID`` (with ``--array N``) runs one ``wandb agent
---count 1`` per array task instead; those runs are not requeued (a restarted agent would fetch a different
-sweep run). ``--dry-run`` prints the script and writes nothing.
+--count 1`` per array task instead, with ``--slurm.python`` as the ``python`` its sweep runs start; those runs
+are not requeued (a restarted agent would fetch a different sweep run). The runs take their arguments from the
+sweep, so submit refuses fit arguments other than ``--config`` (whose trainer section shapes the job).
+``--dry-run`` prints the script and writes nothing.
 """
 
 from __future__ import annotations
@@ -249,8 +251,20 @@ def render_script(
     lines += ["", "set -eo pipefail", *slurm.setup, ""]
     if sweep:
         lines += [
+            # the sweep's command starts `python` from PATH (W&B's ${interpreter}): make that this Python
+            f"PYTHON={q(python)}",
+            'if ! command -v "$PYTHON" > /dev/null; then',
+            "    echo \"lit_gen: error: slurm.python: '$PYTHON' not found on $(hostname)\" >&2; exit 2",
+            "fi",
+            'PYTHON=$(command -v "$PYTHON")',
+            f"BIN={q(str(run_dir / 'bin'))}",
+            'mkdir -p "$BIN"',
+            'printf \'#!/bin/bash\\nexec %q "$@"\\n\' "$PYTHON" > "$BIN/python.$SLURM_ARRAY_TASK_ID"',
+            'chmod +x "$BIN/python.$SLURM_ARRAY_TASK_ID"',
+            'mv -f "$BIN/python.$SLURM_ARRAY_TASK_ID" "$BIN/python"  # atomic: other tasks may be running it',
+            'export PATH="$BIN:$PATH"',
             "# one W&B sweep run per array task; the run's own directory is <run.root>/<run.name>/slurm-<job>",
-            f"srun {q(python)} -m wandb agent --count 1 {q(sweep)}",
+            f'srun "$PYTHON" -m wandb agent --count 1 {q(sweep)}',
         ]
         return "\n".join(lines) + "\n"
     fit = [q(python), "-m", "lit_gen", "fit", "--config", q(str(run_dir / CONFIG_NAME))]
@@ -329,6 +343,8 @@ def main(argv: list[str]) -> None:
         raise LitGenError("sbatch: not found on PATH (run submit on a SLURM login node, or use --dry-run)")
     if not any(a.split("=", 1)[0] == "--config" for a in fit_args):
         raise LitGenError("config: submit needs --config X.yaml (the run's config)")
+    if args.sweep:
+        refuse_sweep_overrides(fit_args)
 
     parser, config = resolve_fit_config(fit_args)
     shape = job_shape(config.trainer, slurm.gpus)
@@ -387,6 +403,22 @@ def main(argv: list[str]) -> None:
     print(f"  config:        {config_path}")
     print(f"  output:        {output}")
     print(f"  watch:         squeue -j {job_id}; tail -f {output}")
+
+
+def refuse_sweep_overrides(fit_args: list[str]) -> None:
+    """With ``--sweep`` each task runs the sweep's own command, so only ``--config`` (the job's shape) counts;
+    any other fit argument would be dropped without a word."""
+    i = 0
+    while i < len(fit_args):
+        if fit_args[i] == "--config":
+            i += 2
+        elif fit_args[i].startswith("--config="):
+            i += 1
+        else:
+            raise LitGenError(
+                f"sweep: '{fit_args[i]}' would not reach the sweep's runs (each runs the sweep's command): "
+                "put it in the sweep's command or parameters; submit --sweep takes only --config"
+            )
 
 
 def _remove_empty_parents(run_dir: Path) -> None:
