@@ -2,7 +2,7 @@
 
 - Loading never executes code from the file: every load is ``torch.load(..., weights_only=True)`` (here, in
   ``SafeCheckpointIO`` which the trainer uses for ``--ckpt_path``, and in ``lit_gen.cli`` for the checkpoint's
-  hyper-parameters). A missing, truncated or foreign file is a one-line ``LitGenError``.
+  hyper-parameters). A missing, truncated, foreign or code-carrying file is a one-line ``LitGenError``.
 - Saving is atomic: the checkpoint is written to a temporary file in the target's folder, flushed to disk
   and renamed over the target, so a crash mid-write leaves the previous ``last.ckpt`` intact.
 - ``rng_states`` / ``set_rng_states``: the global random number generators (torch CPU and CUDA, NumPy,
@@ -13,7 +13,8 @@ from __future__ import annotations
 
 import os
 import random
-import tempfile
+import re
+import secrets
 from pathlib import Path
 from typing import Any
 
@@ -28,19 +29,34 @@ from lit_gen.errors import LitGenError
 
 
 def read_checkpoint(path: str | Path, key: str = "ckpt_path") -> dict[str, Any]:
-    """The checkpoint dict, loaded with ``weights_only=True``; a missing, truncated or foreign file raises a
-    one-line ``LitGenError`` naming ``key`` and the path."""
+    """The checkpoint dict, loaded with ``weights_only=True``; a missing, truncated, foreign or code-carrying
+    file raises a one-line ``LitGenError`` naming ``key`` and the path."""
     path = Path(path)
     if not path.is_file():
         raise LitGenError(f"{key}: checkpoint '{path}' does not exist")
     try:
         checkpoint = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as err:  # truncated zip, wrong format, unsafe pickle: all mean "not a usable checkpoint"
-        reason = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
-        raise LitGenError(f"{key}: '{path}' is not a readable checkpoint ({reason[:200]})") from None
+        raise refused_load(key, path, err) from None
     if not isinstance(checkpoint, dict) or "state_dict" not in checkpoint:
-        raise LitGenError(f"{key}: '{path}' is not a Lightning checkpoint (no state_dict)")
+        raise LitGenError(f"{key}: '{path}' is not a lit_gen checkpoint (it holds no state_dict)")
     return checkpoint
+
+
+def refused_load(
+    key: str, path: str | Path, err: Exception, what: str = "a lit_gen checkpoint"
+) -> LitGenError:
+    """The one-line error for a file ``torch.load(..., weights_only=True)`` refused: it carries code (a pickled
+    function or class outside torch's allow-list, which only ``weights_only=False`` would run), or it is not a
+    file ``torch.save`` wrote (truncated, corrupt, something else). Never suggests ``weights_only=False``."""
+    found = re.search(r"Unsupported global: GLOBAL (\S+)", str(err))
+    if found:
+        return LitGenError(
+            f"{key}: '{path}' is not {what}: it carries code ({found.group(1)}), so it was not loaded"
+        )
+    return LitGenError(
+        f"{key}: '{path}' is not {what} (truncated, corrupt or not written by torch.save); it was not loaded"
+    )
 
 
 def load_model(path: str | Path, key: str = "ckpt_path") -> tuple[LightningModule, dict[str, Any]]:
@@ -76,12 +92,25 @@ def load_datamodule(checkpoint: dict[str, Any]):
 # --- atomic, code-free checkpoint IO ---------------------------------------------------------------------------
 
 
+def new_temp_file(path: Path, suffix: str = ".tmp") -> tuple[int, Path]:
+    """A new empty file ``.{name}.{random}{suffix}`` next to ``path``, open for writing (fd, path). Unlike
+    ``tempfile.mkstemp``'s (mode 0600) it gets the mode every new file gets, 0666 less the umask, so the file
+    renamed over ``path`` can be shared like the user's other files."""
+    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0)
+    while True:
+        tmp = path.with_name(f".{path.name}.{secrets.token_hex(6)}{suffix}")
+        try:
+            return os.open(tmp, flags, 0o666), tmp
+        except FileExistsError:
+            continue
+
+
 def atomic_torch_save(obj: Any, path: str | Path) -> None:
     """``torch.save`` to a temporary file next to ``path``, fsync, then rename over ``path`` (atomic on POSIX
     file systems): readers see the old file or the new one, never a partial one."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    fd, tmp = new_temp_file(path)
     try:
         with os.fdopen(fd, "wb") as f:
             torch.save(obj, f)

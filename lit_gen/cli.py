@@ -55,20 +55,25 @@ def slurm_job_tag() -> str | None:
 def new_run_dir(root: str | Path, name: str) -> Path:
     """Claims a fresh run directory (created here, so two runs started in the same second never collide)."""
     parent = Path(root) / name
-    job = slurm_job_tag()
-    if job:  # a requeued job must land in the same directory
-        path = parent / f"slurm-{job}"
-        path.mkdir(parents=True, exist_ok=True)
-        return path
-    stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
-    parent.mkdir(parents=True, exist_ok=True)
-    for attempt in range(1000):
-        path = parent / (stamp if attempt == 0 else f"{stamp}-{attempt}")
-        try:
-            path.mkdir()
+    try:
+        job = slurm_job_tag()
+        if job:  # a requeued job must land in the same directory
+            path = parent / f"slurm-{job}"
+            path.mkdir(parents=True, exist_ok=True)
             return path
-        except FileExistsError:
-            continue
+        stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
+        parent.mkdir(parents=True, exist_ok=True)
+        for attempt in range(1000):
+            path = parent / (stamp if attempt == 0 else f"{stamp}-{attempt}")
+            try:
+                path.mkdir()
+                return path
+            except FileExistsError:
+                continue
+    except OSError as err:  # read-only or full file system, a file in the way
+        raise LitGenError(
+            f"run.root: cannot create a run directory under '{parent}' ({err.strerror or err})"
+        ) from None
     raise LitGenError(f"run.root: could not create a new run directory under '{parent}'")
 
 

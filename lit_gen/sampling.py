@@ -2,8 +2,9 @@
 
 File layout written by ``python -m lit_gen sample`` into ``--out_dir``:
 
-- ``samples.pt``: always; the raw samples as one tensor saved with ``torch.save`` — images (N, C, H, W)
-  float32 in [0, 1], points (N, D) float32, or tokens (N, T) int64. Load with ``torch.load(path)``.
+- ``samples.pt``: the raw samples as one tensor saved with ``torch.save`` — images (N, C, H, W) float32 in
+  [0, 1], points (N, D) float32, or tokens (N, T) int64. Load with ``torch.load(path)``. (Text models write
+  ``samples.txt`` instead: ``Autoregressive.write_text_samples``.)
 - images: ``grid.png`` (all samples) and ``images/000000.png``, ``images/000001.png``, ...
 - 2-D points: ``scatter.png``.
 """
@@ -11,19 +12,20 @@ File layout written by ``python -m lit_gen sample`` into ``--out_dir``:
 from __future__ import annotations
 
 import os
-import tempfile
 from pathlib import Path
 
 import torch
 from torch import Tensor
 from torchvision.utils import save_image
 
+from lit_gen.checkpoints import new_temp_file
+
 
 def _atomic_target(path: Path) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=path.suffix)
+    fd, tmp = new_temp_file(path, suffix=path.suffix)
     os.close(fd)
-    return Path(tmp)
+    return tmp
 
 
 def save_image_grid(images: Tensor, path: Path, nrow: int = 8) -> Path:

@@ -3,11 +3,16 @@ value), no traceback, and nothing left on disk (no run directory, no output fold
 
 from __future__ import annotations
 
+import errno
+import os
+import urllib.error
+import urllib.request
 from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 import torch
+from conftest import CONFIGS, run_dirs
 from fixtures import TINY_IMAGE_GAN, write_config
 
 CFG = "tiny.yaml"
@@ -35,6 +40,23 @@ def _empty_image_folder() -> None:
 
 def _nothing() -> None:
     pass
+
+
+def _broken_images() -> None:
+    """An image folder whose PNGs are cut short after their header (PIL opens them, decoding fails)."""
+    from fixtures import write_image_folder
+
+    write_image_folder(Path("images"), num=8)
+    for i, path in enumerate(sorted(Path("images").rglob("*.png"))):
+        path.with_name(f"broken_{i}.png").write_bytes(path.read_bytes()[:60])
+        path.unlink()
+
+
+#: the shipped pixel GPT, without its W&B logger, with a negative learning rate
+GPT_NEGATIVE_LR = [
+    *("fit", "--config", CONFIGS / "gpt_pixels_digits.yaml", "--trainer.logger", "false"),
+    *("--model.init_args.optimizer.init_args.lr", "-0.1"),
+]
 
 
 #: id -> (files to create first, CLI arguments, the text the error line must contain)
@@ -108,6 +130,40 @@ CASES: dict[str, tuple[Callable[[], None], list[str], str]] = {
             *("--data.init_args.root", "no_images", "--data.init_args.num_workers", "0"),
         ],
         "no_images",
+    ),
+    "image folder with a corrupt PNG, read by a worker": (
+        _broken_images,
+        [
+            *(
+                "fit",
+                "--config",
+                CFG,
+                "--data",
+                "lit_gen.data.ImageFolder",
+                "--data.init_args.root",
+                "images",
+            ),
+            *("--data.init_args.image_size", "8", "--data.init_args.channels", "1"),
+            *("--data.init_args.batch_size", "4", "--data.init_args.num_workers", "1"),
+        ],
+        "images/broken_",
+    ),
+    "negative GAN learning rate": (
+        _nothing,
+        [
+            *("fit", "--config", CFG, "--model.init_args.generator_optimizer", "torch.optim.Adam"),
+            *("--model.init_args.generator_optimizer.init_args.lr", "-0.1"),
+        ],
+        "model.generator_optimizer: Invalid learning rate: -0.1",
+    ),
+    "negative GPT learning rate": (_nothing, GPT_NEGATIVE_LR, "model.optimizer: Invalid learning rate: -0.1"),
+    "evaluate: Inception weights missing": (
+        _nothing,
+        [
+            *("evaluate", "--images", "nowhere", "--extractor", "lit_gen.metrics.InceptionV3Features"),
+            *("--extractor.init_args.weights_path", "missing.pth"),
+        ],
+        "--extractor lit_gen.metrics.RandomConvFeatures",
     ),
     "fit from a missing checkpoint": (
         _nothing,
@@ -200,3 +256,72 @@ def test_unknown_subcommand_lists_every_subcommand(cli):
     line = check_one_line_error(code, err, "'train'")
     for command in ("fit", "validate", "test", "predict", "sample", "evaluate", "submit", "compare"):
         assert command in line
+
+
+# --- places that cannot be written, no network ----------------------------------------------------------------
+
+
+def _read_only(monkeypatch, folder: Path) -> None:
+    """Makes ``folder`` read-only: chmod for an ordinary user, and creating anything inside it fails with EACCES
+    also for root (who ignores the mode bits)."""
+    folder.mkdir()
+    folder.chmod(0o555)
+    real_mkdir = os.mkdir
+
+    def mkdir(path, *args, **kwargs):
+        if Path(path).absolute().is_relative_to(folder.absolute()):
+            raise PermissionError(errno.EACCES, os.strerror(errno.EACCES), str(path))
+        return real_mkdir(path, *args, **kwargs)
+
+    monkeypatch.setattr(os, "mkdir", mkdir)
+
+
+@pytest.mark.parametrize("place", ["read-only", "a file in the way"])
+def test_a_run_root_that_cannot_be_written_is_one_line(cli, monkeypatch, place):
+    write_config(Path(CFG), TINY_IMAGE_GAN)
+    if place == "read-only":
+        _read_only(monkeypatch, Path("locked"))
+        root = "locked"
+    else:
+        Path("file").write_text("not a folder")
+        root = "file/runs"
+    before = tree()
+    line = check_one_line_error(*cli("fit", "--config", CFG, "--run.root", root)[::2], "run.root")
+    assert root in line
+    assert tree() == before
+
+
+@pytest.mark.parametrize("place", ["read-only", "a file in the way"])
+def test_a_sample_out_dir_that_cannot_be_written_is_one_line(cli, monkeypatch, place):
+    write_config(Path(CFG), TINY_IMAGE_GAN)
+    assert cli("fit", "--config", CFG)[0] == 0
+    (run,) = run_dirs()
+    if place == "read-only":
+        _read_only(monkeypatch, Path("locked"))
+        out_dir = "locked/samples"
+    else:
+        Path("file").write_text("not a folder")
+        out_dir = "file/samples"
+    before = tree()
+    code, _, err = cli("sample", "--ckpt_path", run / "checkpoints" / "last.ckpt", "--out_dir", out_dir)
+    assert "out_dir" in check_one_line_error(code, err, out_dir)
+    assert tree() == before
+
+
+#: the shipped configs that download their dataset (CIFAR-10 x5, and one MNIST for its raw/ folder)
+DOWNLOADING = [*sorted(CONFIGS.glob("*cifar10*.yaml")), CONFIGS / "dcgan_mnist.yaml"]
+
+
+@pytest.mark.parametrize("config", DOWNLOADING, ids=lambda p: p.stem)
+def test_shipped_configs_without_network_are_one_line_and_leave_no_data_folder(cli, monkeypatch, config):
+    def no_network(*args, **kwargs):
+        raise urllib.error.URLError("[Errno -3] Temporary failure in name resolution")
+
+    monkeypatch.setattr(urllib.request, "urlopen", no_network)
+    monkeypatch.setenv("WANDB_MODE", "disabled")
+    code, _, err = cli("fit", "--config", config)
+    line = check_one_line_error(code, err, "data.data_dir: could not download")
+    assert (
+        "'data'" in line and "Temporary failure in name resolution" in line and "data.download=false" in line
+    )
+    assert sorted(Path(".").iterdir()) == []  # no empty ./data (or data/MNIST/raw), no run directory

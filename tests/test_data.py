@@ -4,9 +4,14 @@ toy mode metric (ModeCoverage) on constructed samples."""
 from __future__ import annotations
 
 import math
+import re
+import urllib.error
+import urllib.request
 
 import pytest
 import torch
+import yaml
+from conftest import CONFIGS
 
 from lit_gen.data import CIFAR10, MNIST, Digits, FashionMNIST, Grid, ImageFolder, Ring
 from lit_gen.errors import LitGenError
@@ -147,6 +152,52 @@ def test_missing_dataset_without_download_names_the_path(cls, tmp_path):
     assert not missing.exists()
 
 
+def test_missing_mnist_files_are_named(tmp_path):
+    """Only the test split's files present (decompressed): the error names the two train files, nothing else."""
+    raw = tmp_path / "MNIST" / "raw"
+    raw.mkdir(parents=True)
+    for name in ("t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte"):
+        (raw / name).write_bytes(b"")
+    dm = MNIST(data_dir=str(tmp_path), download=False, num_workers=0)
+    with pytest.raises(LitGenError) as error:
+        dm.setup("fit")
+    message = str(error.value)
+    assert f"'{raw}' lacks train-images-idx3-ubyte, train-labels-idx1-ubyte, decompressed" in message
+    assert "t10k" not in message
+
+
+@pytest.mark.parametrize("cls", [MNIST, CIFAR10])
+def test_a_download_without_network_leaves_nothing_behind(cls, tmp_path, monkeypatch):
+    def no_network(*args, **kwargs):
+        raise urllib.error.URLError("[Errno -3] Temporary failure in name resolution")
+
+    monkeypatch.setattr(urllib.request, "urlopen", no_network)
+    fresh = tmp_path / "fresh" / "data"
+    with pytest.raises(LitGenError, match=r"data\.data_dir: could not download .*name resolution"):
+        cls(data_dir=str(fresh), download=True, num_workers=0).prepare_data()
+    assert not (tmp_path / "fresh").exists()  # no empty data folder (nor MNIST/raw in it)
+    existing = tmp_path / "existing"
+    existing.mkdir()
+    (existing / "notes.txt").write_text("mine")
+    with pytest.raises(LitGenError, match="could not download"):
+        cls(data_dir=str(existing), download=True, num_workers=0).prepare_data()
+    assert [p.name for p in existing.iterdir()] == ["notes.txt"]
+
+
+def test_quickstart_comment_counts_the_epochs_and_batches_of_its_data(tmp_path):
+    """configs/gan.yaml says how many epochs of how many batches its max_steps are: check against the data."""
+    text = (CONFIGS / "gan.yaml").read_text()
+    config = yaml.safe_load(text)
+    epochs, batches = map(int, re.search(r"(\d+) epochs of (\d+) batches", text).groups())
+    dm = Digits(**config["data"]["init_args"])
+    dm.setup("fit")
+    per_epoch = len(dm.train_dataloader())
+    assert batches == per_epoch
+    gan_batches = config["trainer"]["max_steps"] // 2  # one D and one G step a batch (n_critic: 1)
+    assert config["model"]["init_args"]["n_critic"] == 1
+    assert epochs == gan_batches / per_epoch
+
+
 # --- any folder of images ------------------------------------------------------------------------------------
 
 
@@ -165,6 +216,15 @@ def test_image_folder_loads_in_worker_processes(image_folder):
     dm = ImageFolder(root=str(image_folder), image_size=8, batch_size=4, num_workers=1)
     images, _ = _first_batch(dm)
     assert images.shape == (4, 3, 8, 8)
+
+
+def test_image_folder_val_fraction_zero_holds_out_nothing(image_folder):
+    dm = ImageFolder(root=str(image_folder), image_size=8, val_fraction=0.0, num_workers=0)
+    dm.setup("fit")
+    assert len(dm.train_set) == 20 and len(dm.val_set) == 0
+    for bad in (1.0, -0.1):
+        with pytest.raises(LitGenError, match=f"data.val_fraction must be in \\[0, 1\\), got {bad}"):
+            ImageFolder(root=str(image_folder), val_fraction=bad).setup("fit")
 
 
 def test_image_folder_errors_name_the_root(tmp_path):

@@ -129,7 +129,8 @@ def test_truncated_or_corrupt_checkpoint_is_a_one_line_error(finished_run, cli, 
     config = finished_run / "config.yaml"
     for bad in (truncated, garbage):
         line = one_line_error(*cli("fit", "--config", config, "--ckpt_path", bad)[::2])
-        assert "ckpt_path" in line and str(bad) in line and "not a readable checkpoint" in line
+        assert "ckpt_path" in line and str(bad) in line and "not a lit_gen checkpoint" in line
+        assert line.endswith("it was not loaded") and "weights_only" not in line
     # `--ckpt_path last` resolves to the run's last.ckpt inside the trainer: the same one-line error there
     run_dir = tmp_path / "copy"
     (run_dir / "checkpoints").mkdir(parents=True)
@@ -138,7 +139,7 @@ def test_truncated_or_corrupt_checkpoint_is_a_one_line_error(finished_run, cli, 
         "fit", "--config", config, "--run.dir", run_dir, "--checkpoint.dirpath", run_dir / "checkpoints",
         "--ckpt_path", "last",
     )  # fmt: skip
-    assert "not a readable checkpoint" in one_line_error(code, err)
+    assert "not a lit_gen checkpoint" in one_line_error(code, err)
 
 
 class _RunsCode:
@@ -158,10 +159,14 @@ def test_checkpoint_loading_never_executes_code_from_the_file(finished_run, cli,
     checkpoint["payload"] = _RunsCode(marker)
     torch.save(checkpoint, evil)
     line = one_line_error(*cli("fit", "--config", finished_run / "config.yaml", "--ckpt_path", evil)[::2])
-    assert "not a readable checkpoint" in line
-    with pytest.raises(Exception, match="not a readable checkpoint"):
+    # what it is and that it was not loaded; never torch's advice to load it with weights_only=False
+    assert f"'{evil}' is not a lit_gen checkpoint: it carries code" in line and "not loaded" in line
+    assert "weights_only" not in line
+    with pytest.raises(Exception, match="carries code"):
         SafeCheckpointIO().load_checkpoint(evil)
-    assert not marker.exists()
+    code, _, err = cli("sample", "--ckpt_path", evil, "--out_dir", tmp_path / "out")
+    assert "carries code" in one_line_error(code, err)
+    assert not marker.exists() and not (tmp_path / "out").exists()
 
 
 def test_checkpoint_writes_are_atomic(tmp_path, monkeypatch):
@@ -178,6 +183,30 @@ def test_checkpoint_writes_are_atomic(tmp_path, monkeypatch):
     monkeypatch.undo()
     assert torch.load(path, weights_only=True) == {"step": 1}
     assert [p.name for p in tmp_path.iterdir()] == ["last.ckpt"]  # no temporary file left behind
+
+
+def test_checkpoints_and_sample_images_get_the_umask_mode(tmp_path):
+    """A lab shares runs: with umask 022 the files are 0644 like any other new file (not the temp file's 0600)."""
+    from lit_gen.sampling import write_samples
+
+    previous = os.umask(0o022)
+    try:
+        atomic_torch_save({"step": 1}, tmp_path / "last.ckpt")
+        SafeCheckpointIO().save_checkpoint({"step": 1}, tmp_path / "checkpoints" / "step.ckpt")
+        written = write_samples(torch.rand(4, 1, 8, 8), tmp_path / "samples")
+        os.umask(0o077)
+        atomic_torch_save({"step": 2}, tmp_path / "private.ckpt")
+    finally:
+        os.umask(previous)
+    files = [
+        tmp_path / "last.ckpt",
+        tmp_path / "checkpoints" / "step.ckpt",
+        *[p for p in written if p.is_file()],
+    ]
+    assert {p.name for p in files} >= {"last.ckpt", "step.ckpt", "samples.pt", "grid.png"}
+    for path in files:
+        assert oct(path.stat().st_mode & 0o777) == oct(0o644), path
+    assert oct((tmp_path / "private.ckpt").stat().st_mode & 0o777) == oct(0o600)
 
 
 # --- non-finite losses -------------------------------------------------------------------------------------------

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import csv
 import os
+import re
 from pathlib import Path
 
 import pytest
@@ -174,3 +175,32 @@ def test_sample_toy_gan_writes_tensor_and_scatter(cli, toy_run):
     assert sorted(p.name for p in Path("toy").iterdir()) == ["samples.pt", "scatter.png"]
     with Image.open("toy/scatter.png") as scatter:
         assert min(scatter.size) > 100
+
+
+def test_sample_for_text_writes_the_files_the_readme_lists(cli):
+    """README's `sample` section names every file `sample` writes for a text model, and no file it skips."""
+    from conftest import CONFIGS, ROOT
+
+    text = "to be or not to be, that is the question.\n" * 20
+    Path("tiny.txt").write_text(text, encoding="utf-8")
+    net = "--model.init_args.network.init_args."
+    code, _, err = cli(
+        *("fit", "--config", CONFIGS / "gpt_shakespeare_char_cpu.yaml", "--data.init_args.path", "tiny.txt"),
+        *(f"{net}vocab_size", len(set(text)), f"{net}n_layer", 1, f"{net}n_head", 1, f"{net}n_embd", 16),
+        *(f"{net}block_size", 8, "--data.init_args.block_size", 8, "--data.init_args.batch_size", 4),
+        *("--model.init_args.lr_scheduler", "null", "--trainer.max_steps", 2),
+        *("--trainer.val_check_interval", 2, "--trainer.limit_val_batches", 1, "--trainer.logger", "false"),
+    )
+    assert code == 0, err
+    (run,) = run_dirs()
+    args = ("--ckpt_path", run / "checkpoints" / "last.ckpt", "--num_samples", 2, "--max_new_tokens", 5)
+    code, _, err = cli("sample", *args, "--out_dir", "text")
+    assert code == 0, err
+    written = sorted(p.name for p in Path("text").iterdir())
+    assert written == ["samples.txt"]
+    readme = (ROOT / "README.md").read_text()
+    section = readme.split("### `sample`", 1)[1].split("\n### ", 1)[0]
+    named = re.findall(r"^- (?:[^`\n]*)`([\w.]+\.(?:pt|txt|png))`", section, flags=re.M)
+    assert "samples.txt" in named
+    for bullet in re.findall(r"^- .*$", section, flags=re.M):
+        assert "always" not in bullet, bullet

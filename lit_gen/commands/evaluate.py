@@ -25,7 +25,7 @@ from torch import Tensor, nn
 from torch.utils.data import DataLoader, Dataset
 
 import lit_gen
-from lit_gen.checkpoints import load_datamodule, load_model
+from lit_gen.checkpoints import load_datamodule, load_model, refused_load
 from lit_gen.errors import LitGenError
 from lit_gen.metrics.features import FeatureExtractor, InceptionV3Features, as_extractor
 from lit_gen.metrics.generative import METRICS, GenerativeMetrics
@@ -109,9 +109,7 @@ def image_batches(path: Path, batch_size: int) -> tuple[list[Tensor] | DataLoade
         try:
             samples = torch.load(path, map_location="cpu", weights_only=True)
         except Exception as err:
-            raise LitGenError(
-                f"images: '{path}' is not a tensor file ({str(err).splitlines()[0][:160]})"
-            ) from None
+            raise refused_load("images", path, err, what="a tensor file") from None
         if not isinstance(samples, Tensor) or samples.dim() != 4:
             raise LitGenError(f"images: '{path}' does not hold an image tensor (N, C, H, W)")
         samples = samples.float() / 255.0 if samples.dtype == torch.uint8 else samples.float()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shutil
 import sys
 from pathlib import Path
 
@@ -85,16 +86,38 @@ def main(argv: list[str]) -> None:
         raise LitGenError(f"device: cannot use '{args.device}' ({err})") from None
     if args.num_samples is None:
         args.num_samples = 10 if getattr(model, "is_text_model", False) else 64
+    out_dir = Path(args.out_dir) if args.out_dir else default_out_dir(ckpt_path)
+    # the outermost folder this command creates: removed again if writing fails (nothing half-written)
+    created = next((p for p in reversed([out_dir, *out_dir.parents]) if not p.exists()), None)
+    try:
+        out_dir.mkdir(parents=True, exist_ok=True)
+        written = write_all(model, checkpoint, args, out_dir)
+    except BaseException as err:
+        if created is not None:
+            shutil.rmtree(created, ignore_errors=True)
+        if isinstance(err, OSError):  # a read-only or full file system, a file in the way
+            raise LitGenError(
+                f"out_dir: cannot write samples into '{out_dir}' ({err.strerror or err})"
+            ) from None
+        raise
+    text = getattr(model, "is_text_model", False)  # the text itself went to stdout
+    print(
+        f"lit_gen: wrote {args.num_samples} samples to {out_dir} ({', '.join(p.name for p in written)})",
+        file=sys.stderr if text else sys.stdout,
+    )
+
+
+def write_all(model, checkpoint: dict, args, out_dir: Path) -> list[Path]:
+    """Generates ``args.num_samples`` samples and writes their files into ``out_dir``; returns the paths."""
     generator = torch.Generator().manual_seed(args.seed)
     if hasattr(model, "configure_sampling"):  # token models: temperature, top-k; text is streamed to stdout
         model.configure_sampling(args.temperature, args.top_k)
         if model.is_text_model:
-            out_dir = Path(args.out_dir) if args.out_dir else default_out_dir(ckpt_path)
-            written = model.write_text_samples(
-                out_dir, args.prompt, args.num_samples, args.max_new_tokens, generator, stream=sys.stdout
-            )
-            print(f"lit_gen: wrote {args.num_samples} samples to {out_dir} ({written.name})", file=sys.stderr)
-            return
+            return [
+                model.write_text_samples(
+                    out_dir, args.prompt, args.num_samples, args.max_new_tokens, generator, stream=sys.stdout
+                )
+            ]
     kwargs = {} if not hasattr(model, "generator_ema") else {"ema": args.ema}
     chunks = []
     for start in range(0, args.num_samples, args.batch_size):
@@ -102,8 +125,7 @@ def main(argv: list[str]) -> None:
         chunks.append(model.generate(count, generator=generator, **kwargs).cpu())
     samples = torch.cat(chunks)
     datamodule = load_datamodule(checkpoint) if samples.dim() == 2 and samples.is_floating_point() else None
-    out_dir = Path(args.out_dir) if args.out_dir else default_out_dir(ckpt_path)
     written = write_samples(samples, out_dir, modes=getattr(datamodule, "modes", None))
     if hasattr(model, "reconstruct"):
         written += write_reconstructions(model, checkpoint, out_dir, min(args.num_samples, 32), args.seed)
-    print(f"lit_gen: wrote {len(samples)} samples to {out_dir} ({', '.join(p.name for p in written)})")
+    return written

@@ -97,8 +97,12 @@ class DataModule(LightningDataModule):
         self.val_set: Dataset | None = None
 
     def split(self, dataset: Dataset, val_fraction: float) -> tuple[Dataset, Dataset]:
-        """A seeded random train/val split of one dataset."""
-        n_val = max(1, int(round(len(dataset) * val_fraction)))
+        """A seeded random train/val split of one dataset; ``val_fraction: 0`` leaves the validation set empty."""
+        if not 0.0 <= val_fraction < 1.0:
+            raise LitGenError(f"data.val_fraction must be in [0, 1), got {val_fraction}")
+        n_val = int(round(len(dataset) * val_fraction))
+        if val_fraction > 0:
+            n_val = max(1, n_val)
         generator = torch.Generator().manual_seed(self.seed)
         train, val = random_split(dataset, [len(dataset) - n_val, n_val], generator=generator)
         return train, val

@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
+import re
+import shutil
+import tarfile
 from pathlib import Path
 
 from torch.utils.data import Dataset
@@ -43,21 +47,55 @@ class _TorchvisionImages(DataModule):
     def make_dataset(self, train: bool, download: bool) -> Dataset:
         raise NotImplementedError
 
+    #: said after the missing files' names
+    files_note = ""
+
+    def expected_files(self) -> list[Path]:
+        """The files torchvision looks for, all in one folder (to name the missing ones); empty where not listed."""
+        return []
+
     def _dataset(self, train: bool, download: bool) -> Dataset:
         try:
             return self.make_dataset(train, download)
-        except RuntimeError as err:
+        except (RuntimeError, OSError, EOFError, tarfile.TarError) as err:  # URLError is an OSError
+            name = type(self).__name__
             if download:
-                raise LitGenError(f"data.data_dir: could not download {type(self).__name__}: {err}") from err
+                raise LitGenError(
+                    f"data.data_dir: could not download {name} into '{self.data_dir}' "
+                    f"({_download_reason(err)}); without network, copy the dataset there"
+                    f"{self._missing_hint()} and set data.download=false"
+                ) from None
             raise LitGenError(
-                f"data.data_dir: {type(self).__name__} not found under '{self.data_dir}' "
-                "(set data.download=true to download it, or point data.data_dir at it)"
-            ) from err
+                f"data.data_dir: {name} not found under '{self.data_dir}'{self._missing_hint()}; set "
+                "data.download=true to download it, or point data.data_dir at it"
+            ) from None
+
+    def _missing_hint(self) -> str:
+        """`` ('<folder>' lacks <file>, ...)`` for the expected files that are not there."""
+        missing = [path for path in self.expected_files() if not path.is_file()]
+        if not missing:
+            return ""
+        return f" ('{missing[0].parent}' lacks {', '.join(p.name for p in missing)}{self.files_note})"
 
     def prepare_data(self) -> None:
         if self.download:
-            self._dataset(train=True, download=True)
-            self._dataset(train=False, download=True)
+            # a failed download (no network) leaves nothing behind: no empty data_dir, no partial archive
+            created = [p for p in (self.data_dir, *self.data_dir.parents) if not p.exists()]
+            before = set(self.data_dir.rglob("*")) if self.data_dir.is_dir() else set()
+            try:
+                self._dataset(train=True, download=True)
+                self._dataset(train=False, download=True)
+            except LitGenError:
+                new = set(self.data_dir.rglob("*")) - before if self.data_dir.is_dir() else set()
+                for path in sorted(new, key=lambda p: len(p.parts), reverse=True):
+                    if path.is_dir() and not path.is_symlink():
+                        shutil.rmtree(path, ignore_errors=True)
+                    else:
+                        path.unlink(missing_ok=True)
+                for path in created:  # deepest first
+                    with contextlib.suppress(OSError):
+                        path.rmdir()
+                raise
 
     def setup(self, stage: str | None = None) -> None:
         if self.train_set is None:
@@ -65,24 +103,40 @@ class _TorchvisionImages(DataModule):
             self.val_set = self._dataset(train=False, download=False)
 
 
-class MNIST(_TorchvisionImages):
-    """MNIST, 28 px greyscale (torchvision layout: ``{data_dir}/MNIST/raw``)."""
+def _download_reason(err: BaseException) -> str:
+    """The first network error in torchvision's message (MNIST lists one per mirror), else its first line."""
+    text = " ".join(str(err).split())
+    match = re.search(r"<urlopen error .*?>", text)
+    return match.group(0) if match else (text[:200] or type(err).__name__)
+
+
+class _MNISTFamily(_TorchvisionImages):
+    """torchvision's MNIST layout: four decompressed files in ``{data_dir}/{class name}/raw``."""
 
     channels, default_size = 1, 28
+    torchvision_class = datasets.MNIST
+    files_note = ", decompressed (not .gz)"
 
     def make_dataset(self, train: bool, download: bool) -> Dataset:
-        return datasets.MNIST(self.data_dir, train=train, download=download, transform=self.transform())
-
-
-class FashionMNIST(_TorchvisionImages):
-    """Fashion-MNIST, 28 px greyscale."""
-
-    channels, default_size = 1, 28
-
-    def make_dataset(self, train: bool, download: bool) -> Dataset:
-        return datasets.FashionMNIST(
+        return self.torchvision_class(
             self.data_dir, train=train, download=download, transform=self.transform()
         )
+
+    def expected_files(self) -> list[Path]:
+        raw = self.data_dir / self.torchvision_class.__name__ / "raw"
+        return [raw / Path(name).stem for name, _ in self.torchvision_class.resources]
+
+
+class MNIST(_MNISTFamily):
+    """MNIST, 28 px greyscale (torchvision layout: ``{data_dir}/MNIST/raw``, files decompressed)."""
+
+    torchvision_class = datasets.MNIST
+
+
+class FashionMNIST(_MNISTFamily):
+    """Fashion-MNIST, 28 px greyscale (``{data_dir}/FashionMNIST/raw``)."""
+
+    torchvision_class = datasets.FashionMNIST
 
 
 class CIFAR10(_TorchvisionImages):
@@ -92,6 +146,13 @@ class CIFAR10(_TorchvisionImages):
 
     def make_dataset(self, train: bool, download: bool) -> Dataset:
         return datasets.CIFAR10(self.data_dir, train=train, download=download, transform=self.transform())
+
+    def expected_files(self) -> list[Path]:
+        cifar = datasets.CIFAR10
+        folder = self.data_dir / cifar.base_folder
+        return [folder / name for name, _ in cifar.train_list + cifar.test_list] + [
+            folder / cifar.meta["filename"]
+        ]
 
 
 class CelebA(_TorchvisionImages):
@@ -172,8 +233,14 @@ class _Files(Dataset):
     def __getitem__(self, index: int):
         from PIL import Image
 
-        with Image.open(self.files[index]) as image:
-            return self.transform(image), 0
+        path = self.files[index]
+        try:
+            with Image.open(path) as image:
+                return self.transform(image), 0
+        except (OSError, SyntaxError, ValueError) as err:  # PIL: unidentified, truncated or broken files
+            raise LitGenError(
+                f"data.root: cannot read the image '{path}' ({err}); remove or replace it"
+            ) from None
 
 
 class _Convert:

@@ -201,7 +201,8 @@ def resolve_inception_weights(weights_path: str | None, download: bool) -> Path:
         return path
     hint = (
         f"download {INCEPTION_WEIGHTS_URL} on a machine with internet and put it at '{path}' "
-        f"(or point extractor.weights_path / ${INCEPTION_WEIGHTS_ENV} at the file)"
+        f"(or point extractor.weights_path / ${INCEPTION_WEIGHTS_ENV} at the file); offline without it, "
+        "--extractor lit_gen.metrics.RandomConvFeatures scores with no weights (fd_random etc., not FID)"
     )
     if explicit:
         raise LitGenError(f"extractor.weights_path: Inception weights '{path}' do not exist; {hint}")

@@ -27,7 +27,7 @@ from torch.optim.lr_scheduler import LRScheduler
 from torchmetrics import MeanMetric
 
 from lit_gen.errors import LitGenError
-from lit_gen.models.base import GenerativeModule, eval_mode
+from lit_gen.models.base import GenerativeModule, eval_mode, make_optimizer
 from lit_gen.optim import parameter_groups
 
 if TYPE_CHECKING:
@@ -161,7 +161,7 @@ class Autoregressive(GenerativeModule):
     # --- optimization ----------------------------------------------------------------------------------------
 
     def configure_optimizers(self):
-        optimizer = self.optimizer(parameter_groups(self.network))
+        optimizer = make_optimizer(self.optimizer, parameter_groups(self.network), "model.optimizer")
         if self.lr_scheduler is None:
             return optimizer
         scheduler = self.lr_scheduler(optimizer)

@@ -12,12 +12,24 @@ import torch
 from lightning.pytorch import LightningModule
 from torch import Tensor, nn
 
+from lit_gen.errors import LitGenError
+
 
 def derived_seed(*parts: int) -> int:
     """A well-mixed 63-bit seed from integers (e.g. base seed, rank, step, stream); same inputs, same seed."""
     return int(
         np.random.SeedSequence([int(p) & 0xFFFFFFFF for p in parts]).generate_state(2, np.uint64)[0] >> 1
     )
+
+
+def make_optimizer(factory, params, key: str) -> torch.optim.Optimizer:
+    """``factory(params)``, the optimizer a config injected; a setting it rejects (torch's optimizers raise
+    ``ValueError`` for a negative learning rate, betas outside [0, 1), ...) becomes a one-line ``LitGenError``
+    naming the config key ``key``."""
+    try:
+        return factory(params)
+    except ValueError as err:
+        raise LitGenError(f"{key}: {err}") from None
 
 
 @contextlib.contextmanager

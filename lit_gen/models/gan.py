@@ -33,7 +33,7 @@ from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 
 from lit_gen.errors import LitGenError
 from lit_gen.losses import AdversarialLoss, NonSaturating, Penalty
-from lit_gen.models.base import GenerativeModule, derived_seed, eval_mode
+from lit_gen.models.base import GenerativeModule, derived_seed, eval_mode, make_optimizer
 
 
 def _adam_dcgan(params) -> torch.optim.Optimizer:
@@ -176,8 +176,12 @@ class GAN(GenerativeModule):
     # --- optimizers ------------------------------------------------------------------------------------------
 
     def configure_optimizers(self):
-        opt_g = self.generator_optimizer(self.generator.parameters())
-        opt_d = self.discriminator_optimizer(self.discriminator.parameters())
+        opt_g = make_optimizer(
+            self.generator_optimizer, self.generator.parameters(), "model.generator_optimizer"
+        )
+        opt_d = make_optimizer(
+            self.discriminator_optimizer, self.discriminator.parameters(), "model.discriminator_optimizer"
+        )
         schedulers = []
         if self.generator_lr_scheduler is not None:
             schedulers.append({"scheduler": self.generator_lr_scheduler(opt_g), "name": "generator"})
