@@ -350,6 +350,12 @@ def test_pixel_tokens_of_different_images_get_their_own_statistics(tmp_path):
     assert computed and other_path != first_path and not torch.equal(other.mean, first.mean)
 
 
+def test_an_empty_reference_split_is_a_one_line_error():
+    extractor = RandomConvFeatures(image_size=16, width=8)
+    with pytest.raises(LitGenError, match="reference_split: the val set of Digits is empty"):
+        reference_from_datamodule(Digits(image_size=8, val_fraction=0.0), "val", extractor, use_cache=False)
+
+
 def test_one_feature_pass_serves_every_metric():
     calls = []
 

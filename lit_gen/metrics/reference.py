@@ -161,6 +161,8 @@ def split_dataset(datamodule, split: str) -> Dataset:
     dataset = getattr(datamodule, f"{split}_set", None)
     if dataset is None:
         raise LitGenError(f"reference_split: {type(datamodule).__name__} has no {split} set")
+    if len(dataset) == 0:
+        raise LitGenError(f"reference_split: the {split} set of {type(datamodule).__name__} is empty")
     return dataset
 
 
