@@ -17,7 +17,8 @@ account needs:
 - defaults the W&B run name to ``<run.name>/<run directory>`` and the group to ``<run.name>``;
 - logs the resolved config (``config.yaml``) as the W&B config;
 - plots every metric against ``trainer/batch`` (training batches, not optimizer steps: a GAN batch makes
-  several optimizer steps) and summarises FID-like metrics by their minimum.
+  several optimizer steps); evaluation metrics are summarised by their best and their last value
+  (``define_wandb_summaries``).
 """
 
 from __future__ import annotations
@@ -35,6 +36,7 @@ from pathlib import Path
 from typing import Any, Literal
 from urllib.parse import urlsplit
 
+from lightning.pytorch import Trainer
 from lightning.pytorch.loggers import WandbLogger
 from lightning.pytorch.loggers.logger import rank_zero_experiment
 from lightning.pytorch.utilities import rank_zero_only
@@ -46,6 +48,9 @@ RUN_ID_FILE = "wandb_run_id"
 STEP_KEY = "trainer/batch"
 #: environment variable naming the run directory (set by ``lit_gen.cli``)
 _RUN_DIR_ENV = "LIT_GEN_RUN_DIR"
+#: W&B summary of a metric by its goal: the best value and the last one, or the last one only (e.g. of a
+#: standard deviation, which has no better value)
+SUMMARIES = {"min": "min,last", "max": "max,last", "last": "last"}
 
 
 def _wandb_file_settings() -> dict[str, str]:
@@ -133,6 +138,22 @@ def _new_run_id() -> str:
     return "".join(secrets.choice(string.ascii_lowercase + string.digits) for _ in range(8))
 
 
+def _define_summaries(run: Any, goals: Mapping[str, str]) -> None:
+    for key, goal in goals.items():
+        run.define_metric(key, step_metric=STEP_KEY, step_sync=True, summary=SUMMARIES[goal])
+
+
+def define_wandb_summaries(trainer: Trainer, goals: Mapping[str, str]) -> None:
+    """Tells the trainer's W&B loggers how to summarise metrics: ``goals`` maps each metric to ``"min"`` (lower
+    is better), ``"max"`` (higher is better) or ``"last"`` (see ``SUMMARIES``). Call it from a callback's
+    ``setup`` (the W&B run has started by then) for the metrics the callback logs."""
+    if not trainer.is_global_zero:
+        return
+    for logger in trainer.loggers:
+        if isinstance(logger, WandbLogger) and hasattr(logger.experiment, "define_metric"):
+            _define_summaries(logger.experiment, goals)
+
+
 class OfflineFirstWandbLogger(WandbLogger):
     """Lightning's ``WandbLogger`` that never prompts, lives in the run directory and resumes its W&B run.
 
@@ -147,8 +168,8 @@ class OfflineFirstWandbLogger(WandbLogger):
         save_dir: folder for W&B's files (default: the run directory, set by the CLI).
         offline: run offline even when credentials are available (``WANDB_MODE`` still wins).
         log_model: upload checkpoints as W&B artifacts (``True``: at the end; ``"all"``: every checkpoint).
-        summary_min: metrics whose W&B summary is their minimum (lower is better, e.g. FID).
-        summary_max: metrics whose W&B summary is their maximum.
+        summary_min: metrics whose W&B summary is their minimum and last value (lower is better, e.g. FID).
+        summary_max: metrics whose W&B summary is their maximum and last value.
         init_timeout: seconds to wait for the W&B server when starting online before logging offline instead
             (W&B's own default is 90; ``WANDB_INIT_TIMEOUT`` wins).
         **kwargs: further ``wandb.init`` arguments (``id``, ``settings``, ...).
@@ -279,10 +300,8 @@ class OfflineFirstWandbLogger(WandbLogger):
             return
         run.define_metric(STEP_KEY)
         run.define_metric("*", step_metric=STEP_KEY, step_sync=True)
-        for key in self.summary_min:
-            run.define_metric(key, step_metric=STEP_KEY, step_sync=True, summary="min")
-        for key in self.summary_max:
-            run.define_metric(key, step_metric=STEP_KEY, step_sync=True, summary="max")
+        goals = {**{key: "min" for key in self.summary_min}, **{key: "max" for key in self.summary_max}}
+        _define_summaries(run, goals)
 
     def _remember_run_id(self) -> None:
         run_id = getattr(self._experiment, "id", None)

@@ -9,6 +9,8 @@ import socket
 import subprocess
 import sys
 from pathlib import Path
+from types import SimpleNamespace
+from typing import Any
 from urllib.parse import urlsplit
 
 import pytest
@@ -17,6 +19,7 @@ import yaml
 from conftest import CONFIGS, ROOT, run_dirs
 from lightning.pytorch.utilities.exceptions import SIGTERMException
 
+from lit_gen.callbacks import ModeMetrics, SampleQuality
 from lit_gen.cli import RUN_DIR_PLACEHOLDER, LitGenCLI
 from lit_gen.commands.compare import read_wandb_records
 from lit_gen.loggers import (
@@ -28,6 +31,8 @@ from lit_gen.loggers import (
     wandb_credentials_available,
     wandb_mode,
 )
+from lit_gen.metrics.features import RandomConvFeatures
+from lit_gen.metrics.generative import metric_names
 
 #: a toy GAN that trains in a second: 6 batches, samples and mode metrics every 3 batches
 TINY = """
@@ -427,3 +432,43 @@ def test_a_slurm_requeue_marks_the_run_preempting_and_the_following_sigterm_ends
     assert "preempting" in part and [r.exit.exit_code for r in part["exit"]] == [128 + signal.SIGTERM]
     losses = [i for r in part["history"] for i in r.history.item if "train/loss" in (i.key, *i.nested_key)]
     assert len(losses) == 2
+
+
+def summaries(part: dict[str, list]) -> dict[str, Any]:
+    """The run's final summary: metric -> value (a dict of aggregates for a metric with a summary setting)."""
+    values = {}
+    for record in part["summary"]:
+        for item in record.summary.update:
+            values["/".join(item.nested_key) or item.key] = json.loads(item.value_json)
+    return values
+
+
+def test_every_evaluation_metric_is_summarised_by_its_best_and_last_value(tmp_path):
+    """FID/KID by their minimum, precision etc. and the mode metrics by their maximum, the reverse KL by its
+    minimum — each with its last value too; the standard deviations by their last value only."""
+    logger = OfflineFirstWandbLogger(project="lit_gen_tests", save_dir=str(tmp_path))
+    trainer = SimpleNamespace(is_global_zero=True, loggers=[logger], fast_dev_run=False)
+    quality = SampleQuality(extractor=RandomConvFeatures(image_size=16, width=8))
+    quality.setup(trainer, None, "fit")
+    ModeMetrics().setup(trainer, None, "fit")
+    names = {"fd_random", "kd_random", "kd_random_std", "precision_random", "recall_random"}
+    names |= {"density_random", "coverage_random", "modes", "high_quality", "reverse_kl"}
+    logged = {f"val/{name}" for name in metric_names(quality.extractor).values()} | set(ModeMetrics.GOALS)
+    assert logged == {f"val/{name}" for name in names}
+    for step, value in enumerate([2.0, 1.0, 3.0]):
+        logger.log_metrics({f"val/{name}": value for name in names}, step=step)
+    logger.finalize("success")
+    (part,) = wandb_parts(tmp_path)
+    summary = summaries(part)
+    for name in ("fd_random", "kd_random", "reverse_kl"):
+        assert summary[f"val/{name}"] == {"min": 1.0, "last": 3.0}, name
+    for name in (
+        "precision_random",
+        "recall_random",
+        "density_random",
+        "coverage_random",
+        "modes",
+        "high_quality",
+    ):
+        assert summary[f"val/{name}"] == {"max": 3.0, "last": 3.0}, name
+    assert summary["val/kd_random_std"] == {"last": 3.0}
