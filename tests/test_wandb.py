@@ -396,15 +396,19 @@ def wandb_parts(run_dir: Path) -> list[dict[str, list]]:
     return [records(path) for path in wandb_run_files(run_dir)]
 
 
-def test_a_run_stopped_by_sigterm_is_preempted_and_its_resumption_resumes_it(cli, tiny_config, monkeypatch):
-    """SIGTERM (as on a preempted node) stops the fit with last.ckpt: the W&B run is marked preempting and
-    ends with the process's exit code 143; resuming the run directory starts a part W&B resumes (same run id)."""
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT], ids=["SIGTERM", "Ctrl-C"])
+def test_a_run_stopped_by_a_signal_is_preempted_and_its_resumption_resumes_it(
+    cli, tiny_config, monkeypatch, signum
+):
+    """SIGTERM (as on a preempted node) or a first Ctrl-C stops the fit with last.ckpt: the W&B run is marked
+    preempting and ends with the process's exit code (143 / 130); resuming the run directory starts a part W&B
+    resumes (same run id)."""
     monkeypatch.syspath_prepend(str(ROOT / "tests" / "slurm"))
     code, _, err = cli(
         "fit", "--config", tiny_config, "--trainer.callbacks+=slurm_gate.SignalAt",
-        "--trainer.callbacks.batch", "3", "--trainer.callbacks.signal", str(int(signal.SIGTERM)),
+        "--trainer.callbacks.batch", "3", "--trainer.callbacks.signal", str(int(signum)),
     )  # fmt: skip
-    assert code == 128 + signal.SIGTERM, err
+    assert code == 128 + signum, err
     (run_dir,) = run_dirs()
     code, _, err = cli("fit", "--config", run_dir / "config.yaml", "--ckpt_path", "last")
     assert code == 0, err
@@ -412,7 +416,7 @@ def test_a_run_stopped_by_sigterm_is_preempted_and_its_resumption_resumes_it(cli
     stopped, resumed = wandb_parts(run_dir)
     assert stopped["run"][0].run.run_id == resumed["run"][0].run.run_id == run_id
     assert not stopped["run"][0].run.resume and "preempting" in stopped
-    assert [r.exit.exit_code for r in stopped["exit"]] == [128 + signal.SIGTERM]
+    assert [r.exit.exit_code for r in stopped["exit"]] == [128 + signum]
     assert resumed["run"][0].run.resume and "preempting" not in resumed
     assert [r.exit.exit_code for r in resumed["exit"]] == [0]
 
