@@ -3,33 +3,44 @@
 ``OfflineFirstWandbLogger`` is Lightning's ``WandbLogger`` with the defaults a cluster or a laptop without an
 account needs:
 
-- **never prompts**: with ``WANDB_MODE`` unset and no credentials (no ``WANDB_API_KEY``, no ``.netrc`` entry
-  for the W&B host) it runs offline by itself; ``WANDB_MODE`` (``online`` / ``offline`` / ``disabled``) is
-  always honoured, and ``WANDB_PROJECT`` / ``WANDB_ENTITY`` override the config's project / entity (a
-  sweep agent sets them);
+- **never prompts**: with ``WANDB_MODE`` unset and no credentials wandb would find by itself (see
+  ``wandb_credentials_available``: ``wandb login``'s ``.netrc`` entry for the W&B server, ``WANDB_API_KEY``...)
+  it runs offline by itself; ``WANDB_MODE`` (``online`` / ``offline`` / ``disabled``) is always honoured, and
+  ``WANDB_PROJECT`` / ``WANDB_ENTITY`` override the config's project / entity (a sweep agent sets them);
+- with credentials but no server in reach (a compute node) it waits ``init_timeout`` seconds (15, not W&B's
+  90), then logs offline under the same run id and says so in one line;
 - prints **one line** saying where the run is (its URL, or its offline folder and the ``wandb sync`` command);
 - keeps its files in the run directory (``<run>/wandb/offline-run-*`` or ``run-*``) and writes the W&B run id
   to ``<run>/wandb_run_id``, so re-using the run directory (``--ckpt_path last``, a requeued SLURM job)
-  continues the same W&B run;
+  continues the same W&B run: a run stopped by SIGTERM, Ctrl-C or a SLURM requeue is marked preempting, the
+  part that continues it is started with ``resume="allow"``;
 - defaults the W&B run name to ``<run.name>/<run directory>`` and the group to ``<run.name>``;
 - logs the resolved config (``config.yaml``) as the W&B config;
 - plots every metric against ``trainer/batch`` (training batches, not optimizer steps: a GAN batch makes
-  several optimizer steps) and summarises FID-like metrics by their minimum.
+  several optimizer steps); evaluation metrics are summarised by their best and their last value
+  (``define_wandb_summaries``).
 """
 
 from __future__ import annotations
 
+import configparser
 import netrc
 import os
+import secrets
+import shutil
+import signal
+import string
 import sys
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any, Literal
-from urllib.parse import urlparse
+from urllib.parse import urlsplit
 
+from lightning.pytorch import Trainer
 from lightning.pytorch.loggers import WandbLogger
 from lightning.pytorch.loggers.logger import rank_zero_experiment
 from lightning.pytorch.utilities import rank_zero_only
+from lightning.pytorch.utilities.exceptions import SIGTERMException
 
 #: file in the run directory holding the W&B run id, read back when the run directory is reused
 RUN_ID_FILE = "wandb_run_id"
@@ -37,25 +48,79 @@ RUN_ID_FILE = "wandb_run_id"
 STEP_KEY = "trainer/batch"
 #: environment variable naming the run directory (set by ``lit_gen.cli``)
 _RUN_DIR_ENV = "LIT_GEN_RUN_DIR"
+#: W&B summary of a metric by its goal: the best value and the last one, or the last one only (e.g. of a
+#: standard deviation, which has no better value)
+SUMMARIES = {"min": "min,last", "max": "max,last", "last": "last"}
+
+
+def _wandb_file_settings() -> dict[str, str]:
+    """The ``[default]`` section of W&B's settings files, as ``wandb.init`` reads them: the global file
+    (``$WANDB_CONFIG_DIR/settings``, else ``~/.config/wandb/settings``; ``wandb login --host`` writes
+    ``base_url`` there) overridden by the workspace file (``./wandb/settings``; ``wandb offline`` writes
+    ``mode`` there)."""
+    config_dir = os.environ.get("WANDB_CONFIG_DIR")
+    global_dir = Path(config_dir).expanduser() if config_dir else Path.home() / ".config" / "wandb"
+    workspace_dir = Path(".wandb") if Path(".wandb").is_dir() else Path("wandb")
+    values: dict[str, str] = {}
+    for path in (global_dir / "settings", workspace_dir / "settings"):
+        parser = configparser.ConfigParser()
+        try:
+            parser.read(path)
+            values.update(parser.items("default"))
+        except (OSError, configparser.Error):
+            continue
+    return values
+
+
+def wandb_base_url() -> str:
+    """The W&B server ``wandb.init`` talks to: ``$WANDB_BASE_URL``, else ``base_url`` in W&B's settings files,
+    else wandb's own default (``wandb.Settings().base_url``; it changed in wandb 0.31)."""
+    import wandb
+
+    url = os.environ.get("WANDB_BASE_URL") or _wandb_file_settings().get("base_url")
+    return url.rstrip("/") if url else wandb.Settings().base_url
+
+
+def _netrc_path() -> Path:
+    """The ``.netrc`` file W&B reads and ``wandb login`` writes: ``$NETRC``, else ``~/.netrc``, else
+    ``~/_netrc`` when only that one exists."""
+    if os.environ.get("NETRC"):
+        return Path(os.environ["NETRC"]).expanduser()
+    unix = Path.home() / ".netrc"
+    windows = Path.home() / "_netrc"
+    return windows if windows.exists() and not unix.exists() else unix
 
 
 def wandb_credentials_available() -> bool:
-    """True when W&B would find credentials without asking: ``WANDB_API_KEY`` / ``WANDB_IDENTITY_TOKEN_FILE``
-    or a ``.netrc`` entry (``$NETRC`` or ``~/.netrc``) for the W&B host (``WANDB_BASE_URL``)."""
-    if os.environ.get("WANDB_API_KEY") or os.environ.get("WANDB_IDENTITY_TOKEN_FILE"):
-        return True
-    host = urlparse(os.environ.get("WANDB_BASE_URL") or "https://api.wandb.ai").hostname
-    path = os.environ.get("NETRC") or str(Path.home() / ".netrc")
+    """True when ``wandb.init`` would find credentials without asking (no prompt, no network): an API key or
+    identity-token file in the environment (``WANDB_API_KEY``, ``WANDB_IDENTITY_TOKEN_FILE``) or in W&B's
+    settings files, or a ``.netrc`` entry with a password for the host of ``wandb_base_url()`` — what
+    ``wandb login`` writes. For wandb's default server an entry for ``api.wandb.ai`` counts too: wandb reads it
+    for its CoreWeave-hosted default, and ``wandb login`` before 0.31 wrote it."""
+    import wandb
+
+    settings = _wandb_file_settings()
+    for key in ("api_key", "identity_token_file"):
+        if os.environ.get(f"WANDB_{key.upper()}") or settings.get(key):
+            return True
+    base_url = wandb_base_url()
+    hosts = [urlsplit(base_url).netloc]
+    if base_url == wandb.Settings().base_url:
+        hosts.append("api.wandb.ai")
     try:
-        return netrc.netrc(path).authenticators(host) is not None
+        entries = netrc.netrc(_netrc_path())
     except (OSError, netrc.NetrcParseError):
         return False
+    return any((entries.authenticators(host) or ("", "", ""))[2] for host in hosts if host)
 
 
 def wandb_mode(offline: bool = False) -> str:
-    """The W&B mode to run in: ``$WANDB_MODE`` when set, else offline when asked or without credentials."""
-    if os.environ.get("WANDB_MODE"):
-        return os.environ["WANDB_MODE"]
+    """The W&B mode to run in: ``$WANDB_MODE`` when set, else the ``mode`` of W&B's settings files (``wandb
+    offline``), else offline when asked or without credentials (``wandb_credentials_available``), else online.
+    Never prompts, never touches the network."""
+    mode = os.environ.get("WANDB_MODE") or _wandb_file_settings().get("mode")
+    if mode:
+        return mode
     if offline or not wandb_credentials_available():
         return "offline"
     return "online"
@@ -66,6 +131,27 @@ def read_run_id(run_dir: str | Path) -> str | None:
     path = Path(run_dir) / RUN_ID_FILE
     text = path.read_text().strip() if path.is_file() else ""
     return text or None
+
+
+def _new_run_id() -> str:
+    """A new W&B run id (8 lowercase letters and digits, like W&B's own)."""
+    return "".join(secrets.choice(string.ascii_lowercase + string.digits) for _ in range(8))
+
+
+def _define_summaries(run: Any, goals: Mapping[str, str]) -> None:
+    for key, goal in goals.items():
+        run.define_metric(key, step_metric=STEP_KEY, step_sync=True, summary=SUMMARIES[goal])
+
+
+def define_wandb_summaries(trainer: Trainer, goals: Mapping[str, str]) -> None:
+    """Tells the trainer's W&B loggers how to summarise metrics: ``goals`` maps each metric to ``"min"`` (lower
+    is better), ``"max"`` (higher is better) or ``"last"`` (see ``SUMMARIES``). Call it from a callback's
+    ``setup`` (the W&B run has started by then) for the metrics the callback logs."""
+    if not trainer.is_global_zero:
+        return
+    for logger in trainer.loggers:
+        if isinstance(logger, WandbLogger) and hasattr(logger.experiment, "define_metric"):
+            _define_summaries(logger.experiment, goals)
 
 
 class OfflineFirstWandbLogger(WandbLogger):
@@ -82,8 +168,10 @@ class OfflineFirstWandbLogger(WandbLogger):
         save_dir: folder for W&B's files (default: the run directory, set by the CLI).
         offline: run offline even when credentials are available (``WANDB_MODE`` still wins).
         log_model: upload checkpoints as W&B artifacts (``True``: at the end; ``"all"``: every checkpoint).
-        summary_min: metrics whose W&B summary is their minimum (lower is better, e.g. FID).
-        summary_max: metrics whose W&B summary is their maximum.
+        summary_min: metrics whose W&B summary is their minimum and last value (lower is better, e.g. FID).
+        summary_max: metrics whose W&B summary is their maximum and last value.
+        init_timeout: seconds to wait for the W&B server when starting online before logging offline instead
+            (W&B's own default is 90; ``WANDB_INIT_TIMEOUT`` wins).
         **kwargs: further ``wandb.init`` arguments (``id``, ``settings``, ...).
     """
 
@@ -101,6 +189,7 @@ class OfflineFirstWandbLogger(WandbLogger):
         log_model: Literal["all"] | bool = False,
         summary_min: Sequence[str] = ("val/fid",),
         summary_max: Sequence[str] = (),
+        init_timeout: float = 15.0,
         **kwargs: Any,
     ) -> None:
         extra = {"group": group, "tags": list(tags) if tags else None, "notes": notes, "entity": entity}
@@ -115,8 +204,11 @@ class OfflineFirstWandbLogger(WandbLogger):
             **{k: v for k, v in extra.items() if v is not None},
         )
         self._wandb_init = {k: v for k, v in self._wandb_init.items() if v is not None or k == "id"}
+        # Lightning asks W&B to resume every run; unless told otherwise, ``_init_kwargs`` asks only a later part
+        self._choose_resume = kwargs.get("resume") is None and not os.environ.get("WANDB_RESUME")
         self._force_offline = offline
         self.summary_min, self.summary_max = list(summary_min), list(summary_max)
+        self.init_timeout = init_timeout
         self._config_logged = False
 
     # --- starting the W&B run --------------------------------------------------------------------------------
@@ -125,13 +217,19 @@ class OfflineFirstWandbLogger(WandbLogger):
         """The lit_gen run directory (where ``wandb_run_id`` lives): the CLI's, else ``save_dir``."""
         return Path(os.environ.get(_RUN_DIR_ENV) or self._save_dir or ".")
 
-    def _init_kwargs(self, mode: str, force_mode: bool = False) -> dict[str, Any]:
-        import wandb
-
+    def _init_kwargs(self) -> dict[str, Any]:
+        """The ``wandb.init`` arguments but the mode. The run id is chosen here (unless a sweep agent chose
+        it): the one stored in the run directory, which W&B is told to resume, or a new one that an offline
+        retry keeps."""
         init = dict(self._wandb_init)
         run_dir = self._run_dir()
-        if init.get("id") is None and not os.environ.get("WANDB_RUN_ID"):  # a sweep agent chooses the id
+        if init.get("id") is None and not os.environ.get("WANDB_RUN_ID"):
             init["id"] = read_run_id(run_dir)
+            if self._choose_resume:  # W&B records a run started with resume="allow" as resumed
+                init.pop("resume", None)
+                if init["id"]:
+                    init["resume"] = "allow"
+            init["id"] = init["id"] or _new_run_id()
         if os.environ.get(_RUN_DIR_ENV):
             init.setdefault("group", run_dir.parent.name)
             if init.get("name") is None:
@@ -139,12 +237,24 @@ class OfflineFirstWandbLogger(WandbLogger):
         for key, variable in (("project", "WANDB_PROJECT"), ("entity", "WANDB_ENTITY")):
             if os.environ.get(variable):  # set by a sweep agent, or by hand to redirect runs
                 init[key] = os.environ[variable]
+        return init
+
+    def _init(self, init: dict[str, Any], mode: str, force_mode: bool = False):
+        """``wandb.init(**init)`` in ``mode``."""
+        import wandb
+
+        init = dict(init)
         if mode == "offline" and (force_mode or not os.environ.get("WANDB_MODE")):
             init["mode"] = "offline"  # no credentials: never let W&B ask for them
-        if mode in ("offline", "dryrun") and "settings" not in init:
-            # the one line printed below replaces W&B's banner
-            init["settings"] = wandb.Settings(silent=True)
-        return init
+        if mode in ("offline", "dryrun"):
+            settings = {"silent": True}  # the one line printed below replaces W&B's banner
+        else:
+            settings = {} if os.environ.get("WANDB_INIT_TIMEOUT") else {"init_timeout": self.init_timeout}
+        if init.get("settings") is None:
+            init["settings"] = wandb.Settings(**settings)
+        elif isinstance(init["settings"], Mapping):
+            init["settings"] = {**settings, **init["settings"]}
+        return wandb.init(**init)
 
     @property
     @rank_zero_experiment
@@ -154,19 +264,35 @@ class OfflineFirstWandbLogger(WandbLogger):
 
         if self._experiment is None and getattr(self, "_attach_id", None) is None and wandb.run is None:
             mode = wandb_mode(self._force_offline)
-            init = self._init_kwargs(mode)
+            init = self._init_kwargs()
+            run_id = init.get("id") or os.environ.get("WANDB_RUN_ID")
+            started = self._online_folders(init, run_id)
             try:
-                self._experiment = wandb.init(**init)
+                self._experiment = self._init(init, mode)
             except Exception as err:  # e.g. credentials but no network (a compute node): log offline instead
                 if mode != "online":
                     raise
-                reason = " ".join(str(err).split())[:200]
-                print(f"lit_gen: W&B could not start online ({reason}); logging offline", file=sys.stderr)
-                self._experiment = wandb.init(**self._init_kwargs("offline", force_mode=True))
+                wandb.teardown()  # W&B's service still holds the run id of the failed attempt
+                for folder in self._online_folders(init, run_id) - started:
+                    shutil.rmtree(folder, ignore_errors=True)  # the failed attempt's, holding no data
+                reason = " ".join(str(err).splitlines()[0].split())[:200]
+                timeout = os.environ.get("WANDB_INIT_TIMEOUT") or f"{self.init_timeout:g}"
+                print(
+                    f"lit_gen: W&B could not start online ({reason}); logging offline. It waited at most {timeout}"
+                    " s: set the logger's init_timeout or WANDB_INIT_TIMEOUT to wait longer",
+                    file=sys.stderr,
+                )
+                self._experiment = self._init(init, "offline", force_mode=True)
             self._define_metrics()
             self._remember_run_id()
             self._announce()
         return super().experiment
+
+    @staticmethod
+    def _online_folders(init: Mapping[str, Any], run_id: str | None) -> set[Path]:
+        """The online folders (``run-<date>-<id>``) of run ``run_id`` in W&B's directory."""
+        root = Path(init.get("dir") or ".")
+        return {p for name in ("wandb", ".wandb") for p in (root / name).glob(f"run-*-{run_id}")}
 
     def _define_metrics(self) -> None:
         run = self._experiment
@@ -174,10 +300,8 @@ class OfflineFirstWandbLogger(WandbLogger):
             return
         run.define_metric(STEP_KEY)
         run.define_metric("*", step_metric=STEP_KEY, step_sync=True)
-        for key in self.summary_min:
-            run.define_metric(key, step_metric=STEP_KEY, step_sync=True, summary="min")
-        for key in self.summary_max:
-            run.define_metric(key, step_metric=STEP_KEY, step_sync=True, summary="max")
+        goals = {**{key: "min" for key in self.summary_min}, **{key: "max" for key in self.summary_max}}
+        _define_summaries(run, goals)
 
     def _remember_run_id(self) -> None:
         run_id = getattr(self._experiment, "id", None)
@@ -228,11 +352,28 @@ class OfflineFirstWandbLogger(WandbLogger):
     def finalize(self, status: str) -> None:
         """Uploads checkpoints (``log_model``) and finishes the W&B run, so that its files are complete on
         disk when the trainer returns (``finish`` alone leaves the offline file partly unwritten); a later use of
-        the logger continues the same run."""
-        super().finalize(status)
-        if self._experiment is not None and hasattr(self._experiment, "finish"):
-            import wandb
+        the logger continues the same run.
 
-            self._experiment.finish(exit_code=0 if status == "success" else 1)
-            self._experiment = None
-            wandb.teardown()  # waits until W&B's service has written the run's files
+        A run stopped to be resumed — by SIGTERM or a first Ctrl-C, which save ``last.ckpt`` (Lightning calls
+        this inside its handler of the ``SIGTERMException``), or by a SLURM requeue (status ``"finished"``) — is
+        marked preempting, as W&B expects of a run that a later part resumes. At a requeue the run stays open:
+        the SIGTERM with which SLURM stops the job finishes it (exit code 143), and a requeue that fails trains
+        on in the same run."""
+        super().finalize(status)
+        run = self._experiment
+        if run is None or not hasattr(run, "finish"):
+            return
+        if status == "finished":
+            run.mark_preempting()
+            return
+        stop = sys.exc_info()[1]
+        if isinstance(stop, SIGTERMException):
+            run.mark_preempting()
+            exit_code = stop.code if isinstance(stop.code, int) else 128 + signal.SIGTERM
+        else:
+            exit_code = 0 if status == "success" else 1
+        import wandb
+
+        run.finish(exit_code=exit_code)
+        self._experiment = None
+        wandb.teardown()  # waits until W&B's service has written the run's files

@@ -273,11 +273,22 @@ def test_mode_coverage_with_missed_modes_and_off_mode_points():
     assert result["high_quality"].item() == pytest.approx(7 / 10)
     q = [4 / 7, 2 / 7, 1 / 7]
     assert result["reverse_kl"].item() == pytest.approx(sum(p * math.log(p * 8) for p in q), rel=1e-5)
+
+
+def test_mode_coverage_capturing_no_mode_has_the_worst_reverse_kl():
+    """No high-quality sample: the reverse KL is that of all samples on one mode, log 8, the largest any
+    histogram reaches — not 0, the value of a perfect generator."""
+    ring = Ring()
+    metric = ModeCoverage(ring.modes, ring.std)
+    metric.update(torch.zeros(3, 2))  # the centre of the ring: far from every mode
+    nothing = metric.compute()
+    assert nothing["modes"].item() == 0 and nothing["high_quality"].item() == 0.0
+    assert nothing["reverse_kl"].item() == pytest.approx(math.log(8), rel=1e-6)
     metric.reset()
-    metric.update(torch.zeros(3, 2))
-    result = metric.compute()
-    assert result["modes"].item() == 0 and result["high_quality"].item() == 0.0
-    assert result["reverse_kl"].item() == 0.0
+    metric.update(ring.modes[:1].repeat(3, 1))
+    assert metric.compute()["reverse_kl"].item() == pytest.approx(math.log(8), rel=1e-6)
+    metric.update(ring.modes[1:2])
+    assert metric.compute()["reverse_kl"].item() < math.log(8)
 
 
 def test_mode_coverage_threshold_is_in_standard_deviations():

@@ -8,18 +8,23 @@ from pathlib import Path
 
 import torch
 from lightning.pytorch import Callback, LightningModule, Trainer
-from lightning.pytorch.loggers import WandbLogger
 from torch import nn
 
 from lit_gen.callbacks.samples import batches_done
 from lit_gen.errors import LitGenError
+from lit_gen.loggers import define_wandb_summaries
 from lit_gen.metrics.features import FeatureExtractor, InceptionV3Features, as_extractor
 from lit_gen.metrics.generative import METRICS, GenerativeMetrics, metric_names
 from lit_gen.metrics.reference import ReferenceStats, reference_from_datamodule
 from lit_gen.models.base import derived_seed
 
-#: metrics where lower is better (W&B summary: min); the others get max
-_LOWER_IS_BETTER = ("fd", "kd")
+
+def _goal(group: str) -> str:
+    """How W&B summarises a metric group (see ``lit_gen.loggers.SUMMARIES``): the best (lowest FD/KD, highest
+    of the others) and last value; a standard deviation only by its last value."""
+    if group.endswith("_std"):
+        return "last"
+    return "min" if group in ("fd", "kd") else "max"
 
 
 class SampleQuality(Callback):
@@ -33,7 +38,7 @@ class SampleQuality(Callback):
     computes the (synchronised) metrics. The extractor lives in this callback, never in the LightningModule,
     so no metric network enters the checkpoints. Each evaluation is also appended, with its sample counts,
     extractor and reference key, to ``<run dir>/eval/metrics.jsonl``. Under ``WandbLogger`` the run summary
-    keeps the best value (min of FID/KID, max of the others).
+    keeps the best value (min of FID/KID, max of the others) and the last one (the last only of the stds).
 
     Args:
         extractor: feature extractor (``class_path``); default ``lit_gen.metrics.InceptionV3Features``.
@@ -107,13 +112,9 @@ class SampleQuality(Callback):
             trainer.strategy.barrier("lit_gen.SampleQuality.extractor")
             if self.extractor is None:
                 self.extractor = InceptionV3Features()
-        for logger in trainer.loggers:
-            if isinstance(logger, WandbLogger) and trainer.is_global_zero:
-                for group, name in metric_names(self.extractor).items():
-                    summary = "min" if group in _LOWER_IS_BETTER else "max"
-                    logger.experiment.define_metric(
-                        f"val/{name}", step_metric="trainer/batch", step_sync=True, summary=summary
-                    )
+        define_wandb_summaries(
+            trainer, {f"val/{name}": _goal(group) for group, name in metric_names(self.extractor).items()}
+        )
 
     def _reference(self, trainer: Trainer, device: torch.device) -> ReferenceStats:
         if self.reference is not None:

@@ -6,6 +6,7 @@ import torch
 from lightning.pytorch import Callback, LightningModule, Trainer
 
 from lit_gen.callbacks.samples import batches_done
+from lit_gen.loggers import define_wandb_summaries
 from lit_gen.metrics.modes import ModeCoverage
 from lit_gen.models.base import derived_seed
 
@@ -13,7 +14,11 @@ from lit_gen.models.base import derived_seed
 class ModeMetrics(Callback):
     """Every ``every_n_batches`` batches and at the end of fit, draws ``num_samples`` samples (split over DDP
     ranks, distinct noise per rank) and logs ``val/modes``, ``val/high_quality`` and ``val/reverse_kl``
-    against the datamodule's ``modes`` and ``std`` (VEEGAN/PacGAN: 2,500 samples, 3 std)."""
+    against the datamodule's ``modes`` and ``std`` (VEEGAN/PacGAN: 2,500 samples, 3 std). Under ``WandbLogger``
+    the run summary keeps the best (most modes, highest share, lowest KL) and the last value of each."""
+
+    #: W&B summary goals (``lit_gen.loggers.define_wandb_summaries``)
+    GOALS = {"val/modes": "max", "val/high_quality": "max", "val/reverse_kl": "min"}
 
     def __init__(
         self, every_n_batches: int = 500, num_samples: int = 2500, threshold: float = 3.0, seed: int = 0
@@ -25,6 +30,10 @@ class ModeMetrics(Callback):
             seed,
         )
         self.last: dict[str, float] = {}
+
+    def setup(self, trainer: Trainer, pl_module: LightningModule, stage: str) -> None:
+        if stage == "fit":
+            define_wandb_summaries(trainer, self.GOALS)
 
     def evaluate(self, trainer: Trainer, pl_module: LightningModule) -> dict[str, float]:
         datamodule = trainer.datamodule

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import torch
 from torch import Tensor
 from torchmetrics import Metric
@@ -17,7 +19,9 @@ class ModeCoverage(Metric):
     - ``modes``: the number of captured modes;
     - ``high_quality``: the share of samples that are high quality;
     - ``reverse_kl``: KL(q || uniform) of the histogram ``q`` of high-quality samples over the modes
-      (0 when every mode gets the same share; modes with no sample contribute 0).
+      (0 when every mode gets the same share; modes with no sample contribute 0). Without any high-quality
+      sample there is no histogram; it is then log(number of modes), the worst value any histogram reaches
+      (all samples on one mode), so that a generator capturing nothing never scores best.
 
     The states are sums, so the metric is exact under DDP (each rank updates with its own samples).
     """
@@ -46,6 +50,8 @@ class ModeCoverage(Metric):
         q = counts / high_quality.clamp_min(1.0)
         uniform = 1.0 / len(self.modes)
         reverse_kl = torch.where(q > 0, q * (q / uniform).log(), torch.zeros_like(q)).sum()
+        if high_quality == 0:
+            reverse_kl = reverse_kl.new_tensor(math.log(len(self.modes)))
         return {
             "modes": (self.counts > 0).sum().float(),
             "high_quality": high_quality / self.total.clamp_min(1).float(),
