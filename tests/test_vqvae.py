@@ -100,7 +100,7 @@ def test_ema_codebook_update_maths():
     torch.testing.assert_close(batch_mean[0], torch.tensor([2.0, 1.0]))
 
 
-def ema_vqvae(quantizer: VectorQuantizer) -> VQVAE:
+def vqvae_of(quantizer: VectorQuantizer) -> VQVAE:
     dim = quantizer.embedding_dim
     return VQVAE(
         VQEncoder(hidden=8, res_hidden=4, embedding_dim=dim),
@@ -113,7 +113,7 @@ def ema_vqvae(quantizer: VectorQuantizer) -> VQVAE:
 def test_first_ema_step_makes_used_codes_their_means_and_leaves_unused_codes_alone():
     torch.manual_seed(0)
     q = VectorQuantizer(512, 64, ema=True, decay=0.99, dead_code_threshold=None)  # no restarts
-    model = ema_vqvae(q)
+    model = vqvae_of(q)
     z_e = torch.randn(128, 64, 8, 8)
     indices = q(z_e)[1]
     before = q.codebook.clone()
@@ -134,7 +134,7 @@ def test_checkpoints_from_before_the_bias_corrected_ema_load():
     q = VectorQuantizer(8, 2, ema=True)
     q.load_state_dict(old)  # strict
     assert float(q.ema_weight) == 1.0 and torch.equal(q.codebook, old["codebook"])
-    model = ema_vqvae(VectorQuantizer(8, 2, ema=True))
+    model = vqvae_of(VectorQuantizer(8, 2, ema=True))
     state = {k: v for k, v in model.state_dict().items() if k != "quantizer.ema_weight"}
     model.load_state_dict(state)
     assert float(model.quantizer.ema_weight) == 1.0
@@ -143,13 +143,18 @@ def test_checkpoints_from_before_the_bias_corrected_ema_load():
 def test_ema_training_step_moves_codes_towards_their_vectors_and_restarts_dead_codes():
     model = small_vqvae(ema=True, dead_code_threshold=1.0)
     model.log_dict = model.log = lambda *a, **k: None
-    x = torch.rand(4, 3, 16, 16)
-    model.training_step((x, None), 0)  # usage starts at 0: every code is restarted at an encoder output
-    z_e = model.quantizer.flatten(model.encoder(x - 0.5)).detach()
-    codebook = model.quantizer.codebook
-    distances = torch.cdist(codebook, z_e, compute_mode="donot_use_mm_for_euclid_dist").min(dim=1).values
-    assert float(distances.max()) < 1e-5  # each code sits on one of the batch's encoder outputs
     q = model.quantizer
+    x = torch.rand(4, 3, 16, 16)
+    z_e = q.flatten(model.encoder(x - 0.5)).detach()
+    counts = q.counts(q.nearest(z_e))
+    means = q.code_sums(z_e, q.nearest(z_e)) / counts.clamp(min=1).unsqueeze(1)
+    model.training_step((x, None), 0)
+    # usage starts at 1: the codes this batch uses become their means, the others are restarted at its
+    # encoder outputs
+    used = counts > 0
+    torch.testing.assert_close(q.codebook[used], means[used], rtol=1e-4, atol=1e-5)
+    distances = torch.cdist(q.codebook[~used], z_e, compute_mode="donot_use_mm_for_euclid_dist").min(dim=1)
+    assert int((~used).sum()) > 0 and float(distances.values.max()) < 1e-5
     q.usage.fill_(5.0)
     q.usage[3] = 0.0  # one dead code
     before = q.codebook.clone()
@@ -157,6 +162,38 @@ def test_ema_training_step_moves_codes_towards_their_vectors_and_restarts_dead_c
     assert float(logs["train/dead_codes_restarted"]) == 1.0
     assert torch.cdist(q.codebook[3:4], z_e, compute_mode="donot_use_mm_for_euclid_dist").min() < 1e-5
     assert not torch.equal(q.codebook[3], before[3])
+    assert float(q.usage[3]) == 1.0  # at the threshold: restarted again only if the next batch leaves it
+
+
+@pytest.mark.parametrize("ema", [True, False])
+def test_restarts_are_rare_once_codes_are_in_use(ema):
+    """Encoder outputs on a 3-d subspace of the 64-d code space (real encoders' lie near a low-dimensional
+    set): the first batch restarts the codes it does not use; from then on codes are in use and stay."""
+    torch.manual_seed(0)
+    q = VectorQuantizer(512, 64, ema=ema, decay=0.99, dead_code_threshold=1.0)
+    model = vqvae_of(q)
+    generator = torch.Generator().manual_seed(1)
+    basis = torch.randn(3, 64, generator=generator)
+    restarts, used = [], []
+
+    def train(batches: int) -> None:
+        for _ in range(batches):
+            flat = (2.0 * torch.rand(128 * 64, 3, generator=generator) - 1.0) @ basis
+            z_e = flat.reshape(128, 8, 8, 64).permute(0, 3, 1, 2)
+            logs = model.update_codebook(z_e, q(z_e)[1])
+            model.batches_seen += 1
+            restarts.append(int(logs["train/dead_codes_restarted"]))
+            used.append(float(logs["train/codebook_usage"]))
+
+    train(20)
+    assert restarts[0] > 256  # the first batch uses few of the random codes
+    # (usage from 0 and never reset restarted ~500 codes per batch for ~8 batches)
+    assert sum(restarts[1:]) < 512 // 10, restarts
+    assert used[-1] > 0.9
+    # codes that died long ago (usage ~0) are restarted once, not until their usage has climbed back
+    q.usage[:100] = 0.0
+    train(10)
+    assert 100 <= restarts[20] and sum(restarts[21:]) < 512 // 10, restarts[20:]
 
 
 def test_perplexity():

@@ -135,8 +135,9 @@ class VectorQuantizer(nn.Module):
         ema: learn the codebook by exponential moving averages (appendix A.1) instead of the codebook loss.
         decay: decay of the EMA (0.99 in the paper); also used for the usage statistics.
         eps: Laplace smoothing of the EMA cluster sizes.
-        dead_code_threshold: a code whose EMA assignment count per batch falls below this is restarted at a
-            random encoder output of the current batch (Dhariwal et al. 2020, Jukebox); None disables restarts.
+        dead_code_threshold: a code whose EMA assignment count per batch (``usage``, from 1) falls below this
+            is restarted at a random encoder output of the current batch, its usage set to the threshold
+            (Dhariwal et al. 2020, Jukebox); None disables restarts.
     """
 
     def __init__(
@@ -168,9 +169,9 @@ class VectorQuantizer(nn.Module):
         else:
             bound = 1.0 / num_embeddings
             self.codebook = nn.Parameter(torch.empty(num_embeddings, embedding_dim).uniform_(-bound, bound))
-        # EMA of assignments per batch; starts at 0, so the first training batch restarts every code at an
-        # encoder output (a data-dependent initialisation) when restarts are on
-        self.register_buffer("usage", torch.zeros(num_embeddings))
+        # moving average of assignments per batch; starts at one, as in Jukebox, so the first training batch
+        # restarts only the codes it does not use (at encoder outputs: a data-dependent initialisation)
+        self.register_buffer("usage", torch.ones(num_embeddings))
 
     @staticmethod
     def flatten(z: Tensor) -> Tensor:
@@ -237,10 +238,13 @@ class VectorQuantizer(nn.Module):
 
     @torch.no_grad()
     def restart_codes(self, dead: Tensor, replacements: Tensor) -> None:
-        """Moves the ``dead`` codes to ``replacements`` (len(dead), D) and counts each as used once."""
+        """Moves the ``dead`` codes to ``replacements`` (len(dead), D). Each one's usage is set to the threshold
+        (a code that is then used stays; one that is not is restarted again) and its EMA statistics to one
+        assigned vector, the replacement."""
         if dead.numel() == 0:
             return
         self.codebook.data[dead] = replacements.to(self.codebook.dtype)
+        self.usage[dead] = 1.0 if self.dead_code_threshold is None else self.dead_code_threshold
         if self.ema:  # bias-corrected averages of 1 and of the replacement
             self.cluster_size[dead] = self.ema_weight
             self.embed_sum[dead] = self.ema_weight * replacements.to(self.embed_sum.dtype)
