@@ -1,14 +1,15 @@
 """DDP for real: 2 CPU processes (gloo) through ``python -m lit_gen fit --trainer.strategy ddp``.
 
-One DDP launch per family (GAN, pixel GPT, VAE), started side by side, plus a DDP run resumed from the GAN
-run's halfway checkpoint, which must end bitwise equal to the uninterrupted DDP run. After a few batches with the same global
-data (each rank takes half of the single-process batch: ``ResumableSampler`` shards the same permutation) the
-DDP parameters must equal a single-process run with the whole batch to float tolerance. The GAN also draws
-the same global latents (each rank its rows), and its logged losses are the mean over ranks, so they equal
-the single-process losses; the VAE likewise draws the global batch's binarization and reparameterization
-noise. The models have no BatchNorm: under DDP BatchNorm normalises each rank's half batch with that half's
-statistics, which no single-process run reproduces. SGD, not Adam: Adam's first steps move each weight by
-about ``lr * sign(gradient)``, which would hide gradient errors.
+One DDP launch per family (GAN, pixel GPT, VAE, and a pixel GPT with dropout), started side by side, plus DDP
+runs resumed from the GAN's and the dropout GPT's halfway checkpoints, which must end bitwise equal to the
+uninterrupted DDP runs; the dropout GPT's ranks must draw from different global RNG streams. After a few
+batches with the same global data (each rank takes half of the single-process batch: ``ResumableSampler``
+shards the same permutation) the DDP parameters must equal a single-process run with the whole batch to float
+tolerance. The GAN also draws the same global latents (each rank its rows), and its logged losses are the mean
+over ranks, so they equal the single-process losses; the VAE likewise draws the global batch's binarization
+and reparameterization noise. The models have no BatchNorm: under DDP BatchNorm normalises each rank's half
+batch with that half's statistics, which no single-process run reproduces. SGD, not Adam: Adam's first steps
+move each weight by about ``lr * sign(gradient)``, which would hide gradient errors.
 """
 
 from __future__ import annotations
@@ -84,6 +85,9 @@ data:
 """
 )
 
+#: dropout draws from the global torch RNG: each rank its own stream; resumed from step 2 of 4
+GPT_DROPOUT = GPT.replace("max_steps: 2", "max_steps: 4").replace("dropout: 0.0", "dropout: 0.2")
+
 VAE = (
     COMMON.format(max_steps=3)
     + """
@@ -111,7 +115,9 @@ data:
 pytestmark = [pytest.mark.ddp, pytest.mark.slow]
 
 HAS_GPT = importlib.util.find_spec("lit_gen.models.autoregressive") is not None
-FAMILIES = {"gan": GAN, "vae": VAE, **({"gpt": GPT} if HAS_GPT else {})}
+FAMILIES = {"gan": GAN, "vae": VAE, **({"gpt": GPT, "gpt_dropout": GPT_DROPOUT} if HAS_GPT else {})}
+#: the runs resumed from a checkpoint of their DDP run, and the step it was saved at
+RESUMED = {"gan": 4, "gpt_dropout": 2}
 
 
 def ddp_command(config: Path, root: Path) -> list[str]:
@@ -150,10 +156,10 @@ def ddp_runs(tmp_path_factory) -> dict[str, tuple[Path, subprocess.CompletedProc
     for name, text in FAMILIES.items():
         config = tmp / f"{name}.yaml"
         config.write_text(text)
-        # the GAN keeps its step-4 checkpoint (the state a run stopped there saves) to resume from
+        # a resumed family keeps its halfway checkpoint (the state a run stopped there saves) to resume from
         keep = (
-            ["--checkpoint.every_n_train_steps", "4", "--checkpoint.save_top_k", "-1"]
-            if name == "gan"
+            ["--checkpoint.every_n_train_steps", str(RESUMED[name]), "--checkpoint.save_top_k", "-1"]
+            if name in RESUMED
             else []
         )
         launched[name] = launch([*ddp_command(config, tmp / name / "ddp"), *keep])
@@ -161,12 +167,13 @@ def ddp_runs(tmp_path_factory) -> dict[str, tuple[Path, subprocess.CompletedProc
         if name in FAMILIES:
             run("fit", "--config", tmp / f"{name}.yaml", "--run.root", tmp / name / "single")
     results = {name: (tmp / name, finish(process)) for name, process in launched.items()}
-    halfway = list((tmp / "gan" / "ddp").glob("*/*/checkpoints/epoch=*-step=4.ckpt"))
-    if len(halfway) == 1:
-        resumed = launch(
-            [*ddp_command(tmp / "gan.yaml", tmp / "gan" / "resumed"), "--ckpt_path", str(halfway[0])]
-        )
-        results["gan_resumed"] = (tmp / "gan", finish(resumed))
+    resumed = {}
+    for name, step in RESUMED.items():
+        halfway = list((tmp / name / "ddp").glob(f"*/*/checkpoints/epoch=*-step={step}.ckpt"))
+        if name in FAMILIES and len(halfway) == 1:
+            command = ddp_command(tmp / f"{name}.yaml", tmp / name / "resumed")
+            resumed[name] = launch([*command, "--ckpt_path", str(halfway[0])])
+    results.update({f"{name}_resumed": (tmp / name, finish(process)) for name, process in resumed.items()})
     return results
 
 
@@ -222,13 +229,29 @@ def test_vae_ddp_matches_one_process_with_the_global_batch(ddp_runs):
     assert ddp["loops"]["fit_loop"]["state_dict"]["combined_loader"] == [{"epoch": 0, "batches": 3}]
 
 
-def test_gan_ddp_resume_is_bitwise_equal_to_the_uninterrupted_ddp_run(ddp_runs):
-    assert "gan_resumed" in ddp_runs, "the DDP run left no step-4 checkpoint"
-    root, resumed_run = ddp_runs["gan_resumed"]
+def assert_resumed_bitwise(ddp_runs, name: str, steps: int) -> dict:
+    """The DDP run resumed halfway ends bitwise equal to the uninterrupted one; returns the latter's last
+    checkpoint."""
+    assert f"{name}_resumed" in ddp_runs, f"the {name} DDP run left no step-{RESUMED[name]} checkpoint"
+    root, resumed_run = ddp_runs[f"{name}_resumed"]
     assert_ran(resumed_run)
     assert "Restored all states from the checkpoint" in resumed_run.stderr + resumed_run.stdout
     whole, resumed = last_checkpoint(root / "ddp"), last_checkpoint(root / "resumed")
-    assert whole["global_step"] == resumed["global_step"] == 8
+    assert whole["global_step"] == resumed["global_step"] == steps
     assert len(resumed["rng_states"]) == 2
     for key in ("state_dict", "optimizer_states", "rng_states", "loops"):
         assert differences(whole[key], resumed[key], key) == [], key
+    return whole
+
+
+def test_gan_ddp_resume_is_bitwise_equal_to_the_uninterrupted_ddp_run(ddp_runs):
+    assert_resumed_bitwise(ddp_runs, "gan", 8)
+
+
+@pytest.mark.skipif(not HAS_GPT, reason="the transformer family is not in this checkout")
+def test_transformer_ddp_ranks_draw_their_own_dropout_and_resume_bitwise(ddp_runs):
+    assert_ran(ddp_runs["gpt_dropout"][1])
+    whole = assert_resumed_bitwise(ddp_runs, "gpt_dropout", 4)
+    # seed_everything seeds both ranks alike: the same global torch stream would give both the same masks
+    first, second = (states["torch"] for states in whole["rng_states"])
+    assert not torch.equal(first, second)

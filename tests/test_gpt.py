@@ -10,6 +10,7 @@ import math
 import subprocess
 import sys
 from pathlib import Path
+from types import SimpleNamespace
 
 import lightning as L
 import numpy as np
@@ -204,6 +205,23 @@ def test_lightning_training_equals_nanogpts_plain_loop_on_the_same_batches(tmp_p
     assert not torch.allclose(
         plain.wte.weight, tiny_gpt(vocab_size=datamodule.vocab_size).wte.weight
     )  # it trained
+
+
+def test_each_ddp_rank_draws_its_own_dropout_masks():
+    """``seed_everything`` seeds every rank alike; the model gives each rank its own stream at the start of
+    ``fit`` (tests/test_ddp.py checks it in a real 2-process run) and leaves rank 0 the single process's."""
+    idx = torch.randint(11, (4, 16), generator=torch.Generator().manual_seed(0))
+    outputs = {}
+    for rank in (None, 0, 1, 2):
+        torch.manual_seed(0)
+        model = Autoregressive(tiny_gpt(dropout=0.5))
+        if rank is not None:
+            model.trainer = SimpleNamespace(global_rank=rank)
+            model.on_fit_start()
+        outputs[rank] = model.network.train()(idx)
+    assert torch.equal(outputs[0], outputs[None])
+    assert not torch.equal(outputs[1], outputs[0]) and not torch.equal(outputs[2], outputs[1])
+    assert not torch.equal(outputs[2], outputs[0])
 
 
 class PoisonWeights(Callback):

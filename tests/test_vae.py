@@ -343,3 +343,34 @@ def test_kl_warmup_rises_linearly_to_beta():
     with torch.no_grad():
         terms = model.objective(x, 1, model.beta_now, torch.Generator().manual_seed(0))
     torch.testing.assert_close(terms["loss"], -(terms["recon"] - 2.0 * terms["kl"]))
+
+
+@pytest.mark.parametrize(
+    ("likelihood", "discrete"),
+    [
+        (Bernoulli(binarize=True), True),
+        (DiscretizedLogistic(), True),
+        (Bernoulli(binarize=False), False),
+        (Gaussian(learned_variance=True), False),
+        (Gaussian(learned_variance=False, std=0.1), False),
+    ],
+)
+@pytest.mark.parametrize("val_k", [0, 2])
+def test_bits_per_dim_are_logged_only_for_discrete_likelihoods(likelihood, discrete, val_k):
+    from lit_gen.nets.vae import MLPDecoder, MLPEncoder
+
+    torch.manual_seed(0)
+    decoder = MLPDecoder(2, (8,), (1, 4, 4), params_per_pixel=likelihood.params_per_pixel)
+    model = VAE(MLPEncoder((1, 4, 4), (8,), 2), decoder, likelihood=likelihood, val_k=val_k, chunk_size=2)
+    logged = {}
+    model.log = lambda key, value, **kwargs: logged.update({key: value})
+    model.log_dict = lambda values, **kwargs: logged.update(values)
+    with torch.no_grad():
+        model.validation_step(torch.rand(4, 1, 4, 4), 0)
+    assert {"val/elbo", "val/recon", "val/kl"} <= set(logged)
+    assert ("val/nll" in logged) == (val_k > 0)
+    # a density's NLL is no code length: 8-bit data in [0, 1] would be off by 8 bits/dim
+    assert ("val/bpd" in logged) == discrete
+    if discrete:
+        nll = logged["val/nll"] if val_k else -logged["val/elbo"]
+        torch.testing.assert_close(logged["val/bpd"], nll / (16 * math.log(2)))

@@ -27,7 +27,7 @@ from torch.optim.lr_scheduler import LRScheduler
 from torchmetrics import MeanMetric
 
 from lit_gen.errors import LitGenError
-from lit_gen.models.base import GenerativeModule, eval_mode, make_optimizer
+from lit_gen.models.base import GenerativeModule, derived_seed, eval_mode, make_optimizer
 from lit_gen.optim import parameter_groups
 
 if TYPE_CHECKING:
@@ -168,6 +168,14 @@ class Autoregressive(GenerativeModule):
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
 
     # --- training --------------------------------------------------------------------------------------------
+
+    def on_fit_start(self) -> None:
+        # dropout draws from the global torch RNG, which ``seed_everything`` seeds alike on every DDP rank: each
+        # rank gets its own stream (nanoGPT seeds 1337 + rank). Rank 0 keeps the seed's own stream, so a single
+        # process draws what it always did; a resumed run then restores each rank's saved RNG state.
+        rank = self.trainer.global_rank
+        if rank > 0:
+            torch.manual_seed(derived_seed(torch.initial_seed(), rank))
 
     def forward(self, idx: Tensor) -> Tensor:
         return self.network(idx)

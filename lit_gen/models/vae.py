@@ -15,7 +15,8 @@ only report metrics, from each rank's own shard of the evaluation set, so no sin
 
 Units: ``elbo``, ``recon`` (E_q[log p(x|z)]) and ``iwae_bound`` are log-likelihood bounds in nats per
 example (negative numbers for discrete data); ``kl`` and ``nll`` are positive nats; ``bpd`` is
-``nll / (D ln 2)`` with D the number of pixel values per image.
+``nll / (D ln 2)`` with D the number of pixel values per image, logged only for a likelihood of discrete data
+(``Likelihood.discrete``: binarized Bernoulli, discretized logistic).
 """
 
 from __future__ import annotations
@@ -410,13 +411,12 @@ class VAE(GenerativeModule):
         generator = self.rng(stage, _LATENT, batch_idx)
         terms = self.objective(x, 1, 1.0, generator)
         logs = {f"{prefix}/{key}": terms[key].mean() for key in ("elbo", "recon", "kl")}
-        dims = x[0].numel()
+        nll = -logs[f"{prefix}/elbo"]
         if k > 0:
             nll = -self.log_likelihood(x, k, generator).mean()
             logs[f"{prefix}/nll"] = nll
-            logs[f"{prefix}/bpd"] = bits_per_dim(nll, dims)
-        else:
-            logs[f"{prefix}/bpd"] = bits_per_dim(-logs[f"{prefix}/elbo"], dims)
+        if self.likelihood.discrete:  # a density's NLL is no code length: no bits/dim for it
+            logs[f"{prefix}/bpd"] = bits_per_dim(nll, x[0].numel())
         headline = f"{prefix}/nll" if k > 0 else f"{prefix}/elbo"  # the one shown in the progress bar
         self.log(headline, logs.pop(headline), batch_size=x.shape[0], sync_dist=True, prog_bar=True)
         self.log_dict(logs, batch_size=x.shape[0], sync_dist=True)

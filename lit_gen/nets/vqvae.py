@@ -83,24 +83,39 @@ class VQDecoder(nn.Module):
 
 
 def ema_codebook_update(
-    cluster_size: Tensor, embed_sum: Tensor, counts: Tensor, sums: Tensor, decay: float, eps: float = 1e-5
-) -> tuple[Tensor, Tensor, Tensor]:
-    """One EMA step of the codebook (van den Oord et al. 2017, appendix A.1; Laplace-smoothed as in Sonnet).
+    codebook: Tensor,
+    cluster_size: Tensor,
+    embed_sum: Tensor,
+    weight: Tensor,
+    counts: Tensor,
+    sums: Tensor,
+    decay: float,
+    eps: float = 1e-5,
+) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+    """One EMA step of the codebook (van den Oord et al. 2017, appendix A.1), bias-corrected and
+    Laplace-smoothed as Sonnet's ``VectorQuantizerEMA``.
 
-    N_i <- decay N_i + (1 - decay) n_i and m_i <- decay m_i + (1 - decay) sum_j z_ij, where n_i is the number
-    of encoder outputs assigned to code i in the batch and z_ij those outputs; the new code is
-    e_i = m_i / N~_i with N~_i = (N_i + eps) / (sum N + K eps) * sum N (so an unused code never divides by 0).
+    From 0: N_i <- decay N_i + (1 - decay) n_i, m_i <- decay m_i + (1 - decay) sum_j z_ij and
+    w <- decay w + (1 - decay), where n_i is the number of encoder outputs assigned to code i in the batch and
+    z_ij those outputs. w = 1 - decay^t is the same average of a constant 1, so N_i / w and m_i / w are the
+    bias-corrected averages (as in Adam): after one step they are n_i and sum_j z_ij. The new code is
+    e_i = (m_i / w) / N~_i with N~_i = (N_i / w + eps) / (sum N / w + K eps) * sum N / w, so a used code is the
+    (moving) mean of its vectors; a code never assigned (N_i = 0) keeps its vector.
 
     Args:
-        cluster_size: N (K,); embed_sum: m (K, D); counts: n (K,); sums: (K, D) per-code sums of the batch.
+        codebook: e (K, D); cluster_size: N (K,); embed_sum: m (K, D); weight: w (a 0-d tensor);
+        counts: n (K,); sums: (K, D) per-code sums of the batch.
     Returns:
-        (new N, new m, new codebook e (K, D)).
+        (new e, new N, new m, new w).
     """
+    weight = decay * weight + (1.0 - decay)
     cluster_size = decay * cluster_size + (1.0 - decay) * counts
     embed_sum = decay * embed_sum + (1.0 - decay) * sums
-    total = cluster_size.sum()
-    smoothed = (cluster_size + eps) / (total + cluster_size.numel() * eps) * total
-    return cluster_size, embed_sum, embed_sum / smoothed.unsqueeze(1)
+    size = cluster_size / weight
+    total = size.sum()
+    smoothed = (size + eps) / (total + size.numel() * eps) * total
+    means = embed_sum / weight / smoothed.unsqueeze(1)
+    return torch.where((cluster_size > 0).unsqueeze(1), means, codebook), cluster_size, embed_sum, weight
 
 
 def codebook_perplexity(counts: Tensor) -> Tensor:
@@ -120,8 +135,9 @@ class VectorQuantizer(nn.Module):
         ema: learn the codebook by exponential moving averages (appendix A.1) instead of the codebook loss.
         decay: decay of the EMA (0.99 in the paper); also used for the usage statistics.
         eps: Laplace smoothing of the EMA cluster sizes.
-        dead_code_threshold: a code whose EMA assignment count per batch falls below this is restarted at a
-            random encoder output of the current batch (Dhariwal et al. 2020, Jukebox); None disables restarts.
+        dead_code_threshold: a code whose EMA assignment count per batch (``usage``, from 1) falls below this
+            is restarted at a random encoder output of the current batch, its usage set to the threshold
+            (Dhariwal et al. 2020, Jukebox); None disables restarts.
     """
 
     def __init__(
@@ -144,16 +160,18 @@ class VectorQuantizer(nn.Module):
         self.ema, self.decay, self.eps = ema, decay, eps
         self.dead_code_threshold = dead_code_threshold
         if ema:
-            codebook = torch.randn(num_embeddings, embedding_dim)
-            self.register_buffer("codebook", codebook)
+            # the moving averages of ``ema_codebook_update`` (N, m, w), all from 0
+            self.register_buffer("codebook", torch.randn(num_embeddings, embedding_dim))
             self.register_buffer("cluster_size", torch.zeros(num_embeddings))
-            self.register_buffer("embed_sum", codebook.clone())
+            self.register_buffer("embed_sum", torch.zeros(num_embeddings, embedding_dim))
+            self.register_buffer("ema_weight", torch.zeros(()))
+            self.register_load_state_dict_pre_hook(_unbiased_ema_weight)
         else:
             bound = 1.0 / num_embeddings
             self.codebook = nn.Parameter(torch.empty(num_embeddings, embedding_dim).uniform_(-bound, bound))
-        # EMA of assignments per batch; starts at 0, so the first training batch restarts every code at an
-        # encoder output (a data-dependent initialisation) when restarts are on
-        self.register_buffer("usage", torch.zeros(num_embeddings))
+        # moving average of assignments per batch; starts at one, as in Jukebox, so the first training batch
+        # restarts only the codes it does not use (at encoder outputs: a data-dependent initialisation)
+        self.register_buffer("usage", torch.ones(num_embeddings))
 
     @staticmethod
     def flatten(z: Tensor) -> Tensor:
@@ -190,12 +208,18 @@ class VectorQuantizer(nn.Module):
     def ema_update(self, counts: Tensor, sums: Tensor) -> None:
         """EMA codebook step from the batch's per-code counts (K,) and sums of encoder outputs (K, D)
         (already summed over processes under DDP)."""
-        cluster_size, embed_sum, codebook = ema_codebook_update(
-            self.cluster_size, self.embed_sum, counts, sums, self.decay, self.eps
+        new = ema_codebook_update(
+            self.codebook,
+            self.cluster_size,
+            self.embed_sum,
+            self.ema_weight,
+            counts,
+            sums,
+            self.decay,
+            self.eps,
         )
-        self.cluster_size.copy_(cluster_size)
-        self.embed_sum.copy_(embed_sum)
-        self.codebook.copy_(codebook)
+        for buffer, value in zip((self.codebook, self.cluster_size, self.embed_sum, self.ema_weight), new):
+            buffer.copy_(value)
 
     def code_sums(self, flat: Tensor, indices: Tensor) -> Tensor:
         """Per-code sums of the encoder outputs ``flat`` (M, D) assigned by ``indices`` (M,) -> (K, D)."""
@@ -214,16 +238,26 @@ class VectorQuantizer(nn.Module):
 
     @torch.no_grad()
     def restart_codes(self, dead: Tensor, replacements: Tensor) -> None:
-        """Moves the ``dead`` codes to ``replacements`` (len(dead), D) and counts each as used once."""
+        """Moves the ``dead`` codes to ``replacements`` (len(dead), D). Each one's usage is set to the threshold
+        (a code that is then used stays; one that is not is restarted again) and its EMA statistics to one
+        assigned vector, the replacement."""
         if dead.numel() == 0:
             return
         self.codebook.data[dead] = replacements.to(self.codebook.dtype)
-        if self.ema:
-            self.cluster_size[dead] = 1.0
-            self.embed_sum[dead] = replacements.to(self.embed_sum.dtype)
+        self.usage[dead] = 1.0 if self.dead_code_threshold is None else self.dead_code_threshold
+        if self.ema:  # bias-corrected averages of 1 and of the replacement
+            self.cluster_size[dead] = self.ema_weight
+            self.embed_sum[dead] = self.ema_weight * replacements.to(self.embed_sum.dtype)
 
     def extra_repr(self) -> str:
         return (
             f"num_embeddings={self.num_embeddings}, embedding_dim={self.embedding_dim}, ema={self.ema}, "
             f"decay={self.decay}, dead_code_threshold={self.dead_code_threshold}"
         )
+
+
+def _unbiased_ema_weight(module: nn.Module, state_dict: dict, prefix: str, *args) -> None:
+    """Loads checkpoints from before the bias-corrected EMA: their averages are the corrected ones (w = 1)."""
+    key = prefix + "ema_weight"
+    if prefix + "cluster_size" in state_dict and key not in state_dict:
+        state_dict[key] = torch.ones(())
