@@ -444,3 +444,30 @@ def test_time_mlp_shapes_and_conditioning(num_classes):
         assert not torch.allclose(
             net(x, t, torch.zeros(5, dtype=torch.long)), net(x, t, torch.ones(5, dtype=torch.long))
         )
+
+
+def test_guided_sampling_with_a_net_through_a_path():
+    """GuidedDenoiser on path.denoiser(net): weight 1 samples as the conditional denoiser, weight 0 as the null one."""
+    torch.manual_seed(0)
+    net, path, sampler = TimeMLP(hidden=[16], num_classes=3).double(), FlowMatching(), FlowHeun(steps=5)
+    labels, noise = torch.tensor([0, 1, 2, 1]), torch.randn(4, 2, dtype=torch.float64)
+    for weight, reference_labels in ((1.0, labels), (0.0, torch.full_like(labels, 3))):
+        guided = sampler(GuidedDenoiser(path.denoiser(net), labels, weight, null_class=3), noise)
+        torch.testing.assert_close(guided, sampler(path.denoiser(net, labels=reference_labels), noise))
+    guided = sampler(GuidedDenoiser(path.denoiser(net), labels, 2.0, null_class=3), noise)
+    assert sampler.nfe == 9 and not torch.allclose(guided, sampler(path.denoiser(net, labels=labels), noise))
+
+
+def test_hutchinson_log_likelihood_of_a_net_averages_to_the_exact_one():
+    torch.manual_seed(0)
+    net, path = TimeMLP(hidden=[16, 16]).double(), FlowMatching()
+    x = torch.randn(3, 2, dtype=torch.float64)
+    exact = ode_log_likelihood(path.velocity_fn(net), x, steps=8)
+    hutch = ode_log_likelihood(
+        path.velocity_fn(net),
+        x.repeat_interleave(4000, 0),
+        steps=8,
+        divergence="hutchinson",
+        generator=torch.Generator().manual_seed(13),
+    ).view(3, 4000)
+    assert ((hutch.mean(1) - exact).abs() < 4 * hutch.std(1) / 4000**0.5 + 1e-9).all()

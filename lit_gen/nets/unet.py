@@ -51,7 +51,8 @@ class TimeEmbedding(nn.Module):
 
     def forward(self, t: Tensor, labels: Tensor | None = None) -> Tensor:
         t = t.expand(1) if t.dim() == 0 else t
-        emb = self.mlp(self.fourier(t) if self.fourier is not None else sinusoidal_embedding(t, self.dim))
+        features = self.fourier(t) if self.fourier is not None else sinusoidal_embedding(t, self.dim)
+        emb = self.mlp(features.to(self.mlp[0].weight.dtype))
         if self.classes is None and labels is not None:
             raise ValueError("labels given to a net without a class embedding (num_classes: null)")
         if self.classes is not None:
