@@ -3,7 +3,9 @@
 from lit_gen.nets.dcgan import DCGANDiscriminator, DCGANGenerator
 from lit_gen.nets.mlp import MLPDiscriminator, MLPGenerator
 from lit_gen.nets.resnet import ResNetDiscriminator, ResNetGenerator
+from lit_gen.nets.time_mlp import TimeMLP
 from lit_gen.nets.transformer import GPT
+from lit_gen.nets.unet import UNet
 from lit_gen.nets.vae import ConvDecoder, ConvEncoder, MLPDecoder, MLPEncoder
 from lit_gen.nets.vqvae import VectorQuantizer, VQDecoder, VQEncoder
 
@@ -19,6 +21,8 @@ __all__ = [
     "MLPGenerator",
     "ResNetDiscriminator",
     "ResNetGenerator",
+    "TimeMLP",
+    "UNet",
     "VQDecoder",
     "VQEncoder",
     "VectorQuantizer",
