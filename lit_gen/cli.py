@@ -31,6 +31,7 @@ from lit_gen.callbacks.reliability import Checkpoint, NonFiniteGuard
 from lit_gen.callbacks.slurm import SLURMRequeue
 from lit_gen.checkpoints import read_checkpoint
 from lit_gen.errors import LitGenError
+from lit_gen.loggers import ContinueLogs
 
 #: subcommands that are not Trainer methods: name -> module with a ``main(argv)`` function
 EXTRA_COMMANDS = {
@@ -121,8 +122,13 @@ class LitGenCLI(LightningCLI):
         kwargs.setdefault("subclass_mode_data", True)
         kwargs.setdefault("parser_kwargs", {"parser_mode": "yaml"})
         trainer_defaults = kwargs.setdefault("trainer_defaults", {})
-        # SLURM auto-requeue saves its checkpoint between batches (a no-op outside SLURM)
-        trainer_defaults["callbacks"] = [*trainer_defaults.get("callbacks", []), SLURMRequeue()]
+        # SLURM auto-requeue saves its checkpoint between batches (a no-op outside SLURM); a resumed run
+        # continues its CSV log
+        trainer_defaults["callbacks"] = [
+            *trainer_defaults.get("callbacks", []),
+            SLURMRequeue(),
+            ContinueLogs(),
+        ]
         self.run_dir: Path | None = None
         self._claimed_run_dir = False
         inherited_run_dir = os.environ.get(RUN_DIR_ENV)
@@ -255,7 +261,7 @@ class LitGenCLI(LightningCLI):
             config.checkpoint.dirpath = str(self.run_dir / "checkpoints")
         if config.trainer.logger in (None, True):
             config.trainer.logger = Namespace(
-                class_path="lightning.pytorch.loggers.CSVLogger",
+                class_path="lit_gen.loggers.ResumableCSVLogger",
                 init_args=Namespace(save_dir=str(self.run_dir), name="csv", version=""),
             )
         for logger in _logger_configs(config):  # loggers that set no save_dir write into the run directory

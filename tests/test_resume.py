@@ -4,14 +4,24 @@ data loader's position, compared bitwise on CPU — and the ``--ckpt_path`` hype
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import importlib.util
+import logging
+import os
 import random
+import signal
+import subprocess
+import sys
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
+import yaml
+from conftest import ROOT
+from fixtures import TINY_TOY_GAN
 from lightning.pytorch import Callback
 
 from lit_gen.cli import main
@@ -148,12 +158,25 @@ def fit_whole_and_resumed(tmp: Path, config: str, half: int, whole: int) -> tupl
     run("fit", "--config", tmp / "model.yaml", "--run.root", tmp / "parts", "--trainer.max_steps", half)
     (run_dir,) = (tmp / "parts").glob("*/*")
     assert last_checkpoint(tmp / "parts")["global_step"] == half
-    run("fit", "--config", run_dir / "config.yaml", "--ckpt_path", "last", "--trainer.max_steps", whole)
-    # the second part really resumed (a fresh start would also end equal): it logged no step before the stop
-    (metrics,) = run_dir.glob("csv/metrics.csv")
-    steps = [int(row["step"]) for row in csv.DictReader(metrics.open()) if row.get("step")]
-    assert steps and min(steps) >= half // 2, steps[:5]
+    with lightning_log() as messages:
+        run("fit", "--config", run_dir / "config.yaml", "--ckpt_path", "last", "--trainer.max_steps", whole)
+    # the second part really resumed (a fresh start would also end equal)
+    assert any(m.startswith("Restoring states from the checkpoint path at") for m in messages), messages
     return last_checkpoint(tmp / "whole"), last_checkpoint(tmp / "parts"), run_dir
+
+
+@contextlib.contextmanager
+def lightning_log() -> Iterator[list[str]]:
+    """The messages Lightning logs (``rank_zero_info``) inside the block."""
+    messages: list[str] = []
+    handler = logging.Handler(logging.INFO)
+    handler.emit = lambda record: messages.append(record.getMessage())
+    logger = logging.getLogger("lightning.pytorch")  # it does not propagate to "lightning"
+    logger.addHandler(handler)
+    try:
+        yield messages
+    finally:
+        logger.removeHandler(handler)
 
 
 @pytest.fixture(scope="module")
@@ -179,6 +202,45 @@ def test_gan_checkpoint_holds_no_metric_networks_and_loads_weights_only(gan_runs
     whole, _, _ = gan_runs
     prefixes = {key.split(".")[0] for key in whole["state_dict"]}
     assert prefixes == {"generator", "discriminator", "generator_ema", "batches_seen"}
+
+
+def metrics_rows(run_dir: Path) -> list[dict[str, str]]:
+    with (run_dir / "csv" / "metrics.csv").open(newline="") as f:
+        return list(csv.DictReader(f))
+
+
+@pytest.mark.parametrize("stop", [signal.SIGTERM, signal.SIGKILL], ids=["SIGTERM", "SIGKILL"])
+def test_resume_keeps_the_csv_history_and_replaces_the_retrained_rows(tmp_path, stop):
+    """A run stopped during batch 8 (SIGTERM: stops after that batch and saves it; SIGKILL: dies at once, its
+    checkpoint is from batch 6) and resumed with ``--ckpt_path last`` ends with the uninterrupted run's
+    ``metrics.csv``: no row from before the stop lost, none of the retrained batches twice. Every batch logs
+    Lightning's row (step = batches before it) and ModeMetrics' row (step = batches done)."""
+    config = TINY_TOY_GAN.replace("max_steps: 4", "max_steps: 20")  # 10 batches
+    config = config.replace("every_n_batches: 1, num_samples: 200", "every_n_batches: 1, num_samples: 50")
+    (tmp_path / "toy.yaml").write_text(config + "checkpoint:\n  every_n_train_steps: 6\n")
+    run("fit", "--config", tmp_path / "toy.yaml", "--run.root", tmp_path / "whole")
+    (whole,) = (tmp_path / "whole").glob("*/*")
+
+    env = {**os.environ, "PYTHONPATH": f"{ROOT}{os.pathsep}{ROOT / 'tests' / 'slurm'}"}
+    env.pop("LIT_GEN_RUN_DIR", None)
+    part = subprocess.run(
+        [sys.executable, "-m", "lit_gen", "fit", "--config", tmp_path / "toy.yaml", "--run.root", "parts",
+         "--trainer.callbacks+=slurm_gate.SignalAt", "--trainer.callbacks.batch=8",
+         f"--trainer.callbacks.signal={int(stop)}"],
+        capture_output=True, text=True, env=env, cwd=tmp_path, timeout=300,
+    )  # fmt: skip
+    assert part.returncode in (128 + stop, -stop), part.stderr[-3000:]
+    (run_dir,) = (tmp_path / "parts").glob("*/*")
+    assert last_checkpoint(tmp_path / "parts")["global_step"] == (16 if stop == signal.SIGTERM else 12)
+    steps = [int(row["step"]) for row in metrics_rows(run_dir)]
+    assert max(steps) == 8 - (stop == signal.SIGKILL)  # rows of the batches after the checkpoint too
+
+    config = yaml.safe_load((run_dir / "config.yaml").read_text())
+    config["trainer"]["callbacks"] = [c for c in config["trainer"]["callbacks"] if "SignalAt" not in str(c)]
+    (run_dir / "config.yaml").write_text(yaml.safe_dump(config))
+    run("fit", "--config", run_dir / "config.yaml", "--ckpt_path", "last")
+    assert last_checkpoint(tmp_path / "parts")["global_step"] == 20
+    assert metrics_rows(run_dir) == metrics_rows(whole)
 
 
 def test_ckpt_path_hyperparameters_do_not_override_the_config(gan_runs, tmp_path):
