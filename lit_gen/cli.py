@@ -29,7 +29,7 @@ from lightning.pytorch.cli import LightningArgumentParser, LightningCLI, SaveCon
 from lit_gen.callbacks.progress import ProgressBar
 from lit_gen.callbacks.reliability import Checkpoint, NonFiniteGuard
 from lit_gen.callbacks.slurm import SLURMRequeue
-from lit_gen.checkpoints import read_checkpoint
+from lit_gen.checkpoints import newest_checkpoint, read_checkpoint
 from lit_gen.errors import LitGenError
 from lit_gen.loggers import ContinueLogs
 
@@ -86,7 +86,8 @@ def _logger_configs(config: Namespace | None) -> list[Namespace]:
 
 class SaveRunConfig(SaveConfigCallback):
     """Writes the resolved config as ``config.yaml`` into the run directory (rank 0, overwriting a resumed
-    run's copy), instead of into a logger's version folder."""
+    run's copy), instead of into a logger's version folder. A resumed run's copy keeps its ``ckpt_path``: the
+    checkpoint a resume starts from (``last``, a requeued SLURM job's ``hpc``) is not part of the run's config."""
 
     def setup(self, trainer: Trainer, pl_module, stage: str) -> None:
         if self.already_saved:
@@ -94,8 +95,12 @@ class SaveRunConfig(SaveConfigCallback):
         if trainer.is_global_zero:
             path = Path(trainer.default_root_dir) / self.config_filename
             path.parent.mkdir(parents=True, exist_ok=True)
+            config = self.config
+            if path.is_file() and "ckpt_path" in config:
+                config = config.clone()
+                config.ckpt_path = (yaml.safe_load(path.read_text()) or {}).get("ckpt_path")
             tmp = path.with_name(f".{path.name}.tmp")
-            self.parser.save(self.config, str(tmp), skip_none=False, overwrite=True, multifile=False)
+            self.parser.save(config, str(tmp), skip_none=False, overwrite=True, multifile=False)
             os.replace(tmp, path)
             self.save_config(trainer, pl_module, stage)
         self.already_saved = True
@@ -225,6 +230,17 @@ class LitGenCLI(LightningCLI):
             if not any(isinstance(c, LightningProgressBar) for c in chosen):
                 callbacks = [*callbacks, ProgressBar()]
         return super()._instantiate_trainer(config, callbacks)
+
+    def instantiate_classes(self) -> None:
+        """As LightningCLI; then ``--ckpt_path last`` becomes the run's checkpoint with the most training
+        progress, ``last.ckpt`` or a SLURM job's ``hpc_ckpt_N.ckpt`` (Lightning's ``last`` ignores the latter)."""
+        super().instantiate_classes()
+        config = self.config_init.get(str(self.subcommand))
+        if isinstance(config, Namespace) and config.get("ckpt_path") == "last" and self.run_dir is not None:
+            dirpath = self.config[self.subcommand].checkpoint.dirpath or self.run_dir / "checkpoints"
+            newest = newest_checkpoint(self.run_dir, dirpath)
+            if newest is not None:
+                config.ckpt_path = str(newest)
 
     # --- run directory ---------------------------------------------------------------------------------------
 

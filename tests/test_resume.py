@@ -13,6 +13,7 @@ import random
 import signal
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -241,6 +242,45 @@ def test_resume_keeps_the_csv_history_and_replaces_the_retrained_rows(tmp_path, 
     run("fit", "--config", run_dir / "config.yaml", "--ckpt_path", "last")
     assert last_checkpoint(tmp_path / "parts")["global_step"] == 20
     assert metrics_rows(run_dir) == metrics_rows(whole)
+
+
+def test_resuming_leaves_the_ckpt_path_of_the_runs_config(gan_runs):
+    _, _, run_dir = gan_runs
+    config = yaml.safe_load((run_dir / "config.yaml").read_text())
+    assert config["trainer"]["max_steps"] == 15  # the resumed run's own settings are recorded
+    assert config["ckpt_path"] is None  # as the run started, not the `last` it was resumed with
+
+
+def fake_checkpoint(path: Path, batches: int, step: int) -> Path:
+    """A file with just the parts of a Lightning checkpoint that ``newest_checkpoint`` reads."""
+    progress = {"total": {"ready": batches, "started": batches, "processed": batches, "completed": batches}}
+    loops = {"fit_loop": {"epoch_loop.batch_progress": progress}}
+    torch.save({"state_dict": {}, "global_step": step, "loops": loops}, path)
+    return path
+
+
+def test_ckpt_path_last_is_the_checkpoint_with_the_most_training_progress(tmp_path):
+    from lit_gen.checkpoints import newest_checkpoint
+
+    ckpts = tmp_path / "checkpoints"
+    ckpts.mkdir()
+    assert newest_checkpoint(tmp_path, ckpts) is None
+    # a time-limited run: hpc_ckpt_1 on SIGUSR1 at step 3650, then it trained on to 4000 (minutes later)
+    hpc = fake_checkpoint(tmp_path / "hpc_ckpt_1.ckpt", 1825, 3650)
+    last = fake_checkpoint(ckpts / "last.ckpt", 2000, 4000)
+    os.utime(hpc, (time.time() - 100, time.time() - 100))
+    assert newest_checkpoint(tmp_path, ckpts) == last
+    # requeued at 3650, while last.ckpt (written later, e.g. copied back) is from step 3000
+    fake_checkpoint(ckpts / "last.ckpt", 1500, 3000)
+    assert newest_checkpoint(tmp_path, ckpts) == hpc
+    # both at the same batch (last.ckpt written on the SIGTERM that stops a requeued job): the hpc one
+    fake_checkpoint(ckpts / "last.ckpt", 1825, 3650)
+    hpc_10 = fake_checkpoint(tmp_path / "hpc_ckpt_10.ckpt", 1825, 3650)
+    assert newest_checkpoint(tmp_path, ckpts) == hpc_10
+    # a truncated checkpoint is no place to resume from
+    last.write_bytes(last.read_bytes()[:100])
+    fake_checkpoint(tmp_path / "hpc_ckpt_10.ckpt", 1000, 2000)
+    assert newest_checkpoint(tmp_path, ckpts) == hpc
 
 
 def test_ckpt_path_hyperparameters_do_not_override_the_config(gan_runs, tmp_path):
