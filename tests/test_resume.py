@@ -4,17 +4,14 @@ data loader's position, compared bitwise on CPU — and the ``--ckpt_path`` hype
 
 from __future__ import annotations
 
-import contextlib
 import csv
 import importlib.util
-import logging
 import os
 import random
 import signal
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -22,7 +19,7 @@ import pytest
 import torch
 import yaml
 from conftest import ROOT
-from fixtures import TINY_TOY_GAN
+from fixtures import TINY_TOY_GAN, lightning_log
 from lightning.pytorch import Callback
 
 from lit_gen.cli import main
@@ -164,20 +161,6 @@ def fit_whole_and_resumed(tmp: Path, config: str, half: int, whole: int) -> tupl
     # the second part really resumed (a fresh start would also end equal)
     assert any(m.startswith("Restoring states from the checkpoint path at") for m in messages), messages
     return last_checkpoint(tmp / "whole"), last_checkpoint(tmp / "parts"), run_dir
-
-
-@contextlib.contextmanager
-def lightning_log() -> Iterator[list[str]]:
-    """The messages Lightning logs (``rank_zero_info``) inside the block."""
-    messages: list[str] = []
-    handler = logging.Handler(logging.INFO)
-    handler.emit = lambda record: messages.append(record.getMessage())
-    logger = logging.getLogger("lightning.pytorch")  # it does not propagate to "lightning"
-    logger.addHandler(handler)
-    try:
-        yield messages
-    finally:
-        logger.removeHandler(handler)
 
 
 @pytest.fixture(scope="module")
