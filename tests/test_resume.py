@@ -18,7 +18,7 @@ import numpy as np
 import pytest
 import torch
 import yaml
-from conftest import ROOT
+from conftest import CONFIGS, ROOT
 from fixtures import TINY_TOY_GAN, lightning_log
 from lightning.pytorch import Callback
 
@@ -225,6 +225,16 @@ def test_resume_keeps_the_csv_history_and_replaces_the_retrained_rows(tmp_path, 
     run("fit", "--config", run_dir / "config.yaml", "--ckpt_path", "last")
     assert last_checkpoint(tmp_path / "parts")["global_step"] == 20
     assert metrics_rows(run_dir) == metrics_rows(whole)
+
+
+def test_shipped_configs_log_to_the_csv_logger_that_keeps_its_history():
+    csv_loggers = {}
+    for path in sorted(CONFIGS.glob("*.yaml")):
+        loggers = (yaml.safe_load(path.read_text()).get("trainer") or {}).get("logger") or []
+        for logger in loggers if isinstance(loggers, list) else [loggers]:
+            if isinstance(logger, dict) and "CSV" in logger.get("class_path", ""):
+                csv_loggers[path.name] = logger["class_path"]
+    assert csv_loggers and set(csv_loggers.values()) == {"lit_gen.loggers.ResumableCSVLogger"}, csv_loggers
 
 
 def test_resuming_leaves_the_ckpt_path_of_the_runs_config(gan_runs):
