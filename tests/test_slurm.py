@@ -277,7 +277,7 @@ def test_requeue_signal_mid_batch_checkpoints_at_the_batch_end(tmp_path):
     env = {
         **os.environ,
         "PATH": f"{bin_dir}:{os.environ['PATH']}",
-        "PYTHONPATH": str(ROOT / "tests" / "slurm"),
+        "PYTHONPATH": f"{ROOT}{os.pathsep}{ROOT / 'tests' / 'slurm'}",
         "OMP_NUM_THREADS": "1",
         **{f"SLURM_{k}": v for k, v in [("JOB_ID", "4242"), ("JOB_NAME", "lit_gen-test"), ("NTASKS", "1"),
            ("NTASKS_PER_NODE", "1"), ("NNODES", "1"), ("PROCID", "0"), ("LOCALID", "0"), ("NODEID", "0"),
