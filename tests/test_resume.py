@@ -193,22 +193,29 @@ def metrics_rows(run_dir: Path) -> list[dict[str, str]]:
         return list(csv.DictReader(f))
 
 
+@pytest.fixture(scope="module")
+def toy_whole(tmp_path_factory) -> tuple[Path, Path]:
+    """(config, run directory) of an uninterrupted 10-batch toy GAN run that logs on every batch."""
+    tmp = tmp_path_factory.mktemp("toy_whole")
+    config = TINY_TOY_GAN.replace("max_steps: 4", "max_steps: 20")  # 10 batches
+    config = config.replace("every_n_batches: 1, num_samples: 200", "every_n_batches: 1, num_samples: 50")
+    (tmp / "toy.yaml").write_text(config + "checkpoint:\n  every_n_train_steps: 6\n")
+    run("fit", "--config", tmp / "toy.yaml", "--run.root", tmp / "whole")
+    (whole,) = (tmp / "whole").glob("*/*")
+    return tmp / "toy.yaml", whole
+
+
 @pytest.mark.parametrize("stop", [signal.SIGTERM, signal.SIGKILL], ids=["SIGTERM", "SIGKILL"])
-def test_resume_keeps_the_csv_history_and_replaces_the_retrained_rows(tmp_path, stop):
+def test_resume_keeps_the_csv_history_and_replaces_the_retrained_rows(toy_whole, tmp_path, stop):
     """A run stopped during batch 8 (SIGTERM: stops after that batch and saves it; SIGKILL: dies at once, its
     checkpoint is from batch 6) and resumed with ``--ckpt_path last`` ends with the uninterrupted run's
     ``metrics.csv``: no row from before the stop lost, none of the retrained batches twice. Every batch logs
     Lightning's row (step = batches before it) and ModeMetrics' row (step = batches done)."""
-    config = TINY_TOY_GAN.replace("max_steps: 4", "max_steps: 20")  # 10 batches
-    config = config.replace("every_n_batches: 1, num_samples: 200", "every_n_batches: 1, num_samples: 50")
-    (tmp_path / "toy.yaml").write_text(config + "checkpoint:\n  every_n_train_steps: 6\n")
-    run("fit", "--config", tmp_path / "toy.yaml", "--run.root", tmp_path / "whole")
-    (whole,) = (tmp_path / "whole").glob("*/*")
-
+    config, whole = toy_whole
     env = {**os.environ, "PYTHONPATH": f"{ROOT}{os.pathsep}{ROOT / 'tests' / 'slurm'}"}
     env.pop("LIT_GEN_RUN_DIR", None)
     part = subprocess.run(
-        [sys.executable, "-m", "lit_gen", "fit", "--config", tmp_path / "toy.yaml", "--run.root", "parts",
+        [sys.executable, "-m", "lit_gen", "fit", "--config", config, "--run.root", "parts",
          "--trainer.callbacks+=slurm_gate.SignalAt", "--trainer.callbacks.batch=8",
          f"--trainer.callbacks.signal={int(stop)}"],
         capture_output=True, text=True, env=env, cwd=tmp_path, timeout=300,
