@@ -59,6 +59,33 @@ def refused_load(
     )
 
 
+def training_progress(path: str | Path) -> tuple[int, int] | None:
+    """(training batches, optimizer steps) a checkpoint was saved after, read without loading its tensors
+    (memory-mapped); None when ``path`` is not a readable Lightning checkpoint."""
+    try:
+        checkpoint = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+        batches = checkpoint["loops"]["fit_loop"]["epoch_loop.batch_progress"]["total"]["processed"]
+        return int(batches), int(checkpoint["global_step"])
+    except Exception:  # truncated, foreign, or saved outside fit: not a point to resume from
+        return None
+
+
+def newest_checkpoint(run_dir: str | Path, checkpoint_dir: str | Path) -> Path | None:
+    """The run's checkpoint with the most training progress: ``last*.ckpt`` in ``checkpoint_dir`` or
+    Lightning's ``hpc_ckpt_N.ckpt`` in ``run_dir`` (saved on SLURM's requeue signal). On a tie the newest
+    ``hpc_ckpt_N.ckpt`` wins (Lightning's restart point, saved at the end of a batch); None when there is
+    none."""
+    hpc = [p for p in Path(run_dir).glob("hpc_ckpt_*.ckpt") if p.stem.rsplit("_", 1)[-1].isdigit()]
+    hpc.sort(key=lambda p: int(p.stem.rsplit("_", 1)[-1]))
+    candidates = [*Path(checkpoint_dir).glob("last*.ckpt"), *hpc]
+    ranked = []
+    for order, path in enumerate(candidates):
+        progress = training_progress(path)
+        if progress is not None:
+            ranked.append((progress, order, path))
+    return max(ranked)[2] if ranked else None
+
+
 def load_model(path: str | Path, key: str = "ckpt_path") -> tuple[LightningModule, dict[str, Any]]:
     """Rebuilds the model a checkpoint was trained with (from the hyper-parameters the CLI stored in it) and
     loads its weights. Returns the model in eval mode and the checkpoint dict."""

@@ -29,8 +29,9 @@ from lightning.pytorch.cli import LightningArgumentParser, LightningCLI, SaveCon
 from lit_gen.callbacks.progress import ProgressBar
 from lit_gen.callbacks.reliability import Checkpoint, NonFiniteGuard
 from lit_gen.callbacks.slurm import SLURMRequeue
-from lit_gen.checkpoints import read_checkpoint
+from lit_gen.checkpoints import newest_checkpoint, read_checkpoint
 from lit_gen.errors import LitGenError
+from lit_gen.loggers import ContinueLogs
 
 #: subcommands that are not Trainer methods: name -> module with a ``main(argv)`` function
 EXTRA_COMMANDS = {
@@ -90,7 +91,8 @@ def _logger_configs(config: Namespace | None) -> list[Namespace]:
 
 class SaveRunConfig(SaveConfigCallback):
     """Writes the resolved config as ``config.yaml`` into the run directory (rank 0, overwriting a resumed
-    run's copy), instead of into a logger's version folder."""
+    run's copy), instead of into a logger's version folder. A resumed run's copy keeps its ``ckpt_path``: the
+    checkpoint a resume starts from (``last``, a requeued SLURM job's ``hpc``) is not part of the run's config."""
 
     def setup(self, trainer: Trainer, pl_module, stage: str) -> None:
         if self.already_saved:
@@ -98,8 +100,12 @@ class SaveRunConfig(SaveConfigCallback):
         if trainer.is_global_zero:
             path = Path(trainer.default_root_dir) / self.config_filename
             path.parent.mkdir(parents=True, exist_ok=True)
+            config = self.config
+            if path.is_file() and "ckpt_path" in config:
+                config = config.clone()
+                config.ckpt_path = (yaml.safe_load(path.read_text()) or {}).get("ckpt_path")
             tmp = path.with_name(f".{path.name}.tmp")
-            self.parser.save(self.config, str(tmp), skip_none=False, overwrite=True, multifile=False)
+            self.parser.save(config, str(tmp), skip_none=False, overwrite=True, multifile=False)
             os.replace(tmp, path)
             self.save_config(trainer, pl_module, stage)
         self.already_saved = True
@@ -126,8 +132,13 @@ class LitGenCLI(LightningCLI):
         kwargs.setdefault("subclass_mode_data", True)
         kwargs.setdefault("parser_kwargs", {"parser_mode": "yaml"})
         trainer_defaults = kwargs.setdefault("trainer_defaults", {})
-        # SLURM auto-requeue saves its checkpoint between batches (a no-op outside SLURM)
-        trainer_defaults["callbacks"] = [*trainer_defaults.get("callbacks", []), SLURMRequeue()]
+        # SLURM auto-requeue saves its checkpoint between batches (a no-op outside SLURM); a resumed run
+        # continues its CSV log
+        trainer_defaults["callbacks"] = [
+            *trainer_defaults.get("callbacks", []),
+            SLURMRequeue(),
+            ContinueLogs(),
+        ]
         self.run_dir: Path | None = None
         self._claimed_run_dir = False
         inherited_run_dir = os.environ.get(RUN_DIR_ENV)
@@ -225,6 +236,17 @@ class LitGenCLI(LightningCLI):
                 callbacks = [*callbacks, ProgressBar()]
         return super()._instantiate_trainer(config, callbacks)
 
+    def instantiate_classes(self) -> None:
+        """As LightningCLI; then ``--ckpt_path last`` becomes the run's checkpoint with the most training
+        progress, ``last.ckpt`` or a SLURM job's ``hpc_ckpt_N.ckpt`` (Lightning's ``last`` ignores the latter)."""
+        super().instantiate_classes()
+        config = self.config_init.get(str(self.subcommand))
+        if isinstance(config, Namespace) and config.get("ckpt_path") == "last" and self.run_dir is not None:
+            dirpath = self.config[self.subcommand].checkpoint.dirpath or self.run_dir / "checkpoints"
+            newest = newest_checkpoint(self.run_dir, dirpath)
+            if newest is not None:
+                config.ckpt_path = str(newest)
+
     # --- run directory ---------------------------------------------------------------------------------------
 
     def _run_name(self, config: Namespace) -> str:
@@ -260,7 +282,7 @@ class LitGenCLI(LightningCLI):
             config.checkpoint.dirpath = str(self.run_dir / "checkpoints")
         if config.trainer.logger in (None, True):
             config.trainer.logger = Namespace(
-                class_path="lightning.pytorch.loggers.CSVLogger",
+                class_path="lit_gen.loggers.ResumableCSVLogger",
                 init_args=Namespace(save_dir=str(self.run_dir), name="csv", version=""),
             )
         for logger in _logger_configs(config):  # loggers that set no save_dir write into the run directory

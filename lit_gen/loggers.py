@@ -19,11 +19,15 @@ account needs:
 - plots every metric against ``trainer/batch`` (training batches, not optimizer steps: a GAN batch makes
   several optimizer steps); evaluation metrics are summarised by their best and their last value
   (``define_wandb_summaries``).
+
+``ResumableCSVLogger`` (the CLI's default logger) is Lightning's ``CSVLogger`` whose ``metrics.csv`` keeps the
+rows logged before a resume instead of being deleted.
 """
 
 from __future__ import annotations
 
 import configparser
+import csv
 import netrc
 import os
 import secrets
@@ -36,11 +40,15 @@ from pathlib import Path
 from typing import Any, Literal
 from urllib.parse import urlsplit
 
-from lightning.pytorch import Trainer
-from lightning.pytorch.loggers import WandbLogger
+from lightning.fabric.utilities.cloud_io import get_filesystem
+from lightning.pytorch import Callback, LightningModule, Trainer
+from lightning.pytorch.loggers import CSVLogger, WandbLogger
+from lightning.pytorch.loggers.csv_logs import ExperimentWriter
 from lightning.pytorch.loggers.logger import rank_zero_experiment
 from lightning.pytorch.utilities import rank_zero_only
 from lightning.pytorch.utilities.exceptions import SIGTERMException
+
+from lit_gen.callbacks.samples import batches_done
 
 #: file in the run directory holding the W&B run id, read back when the run directory is reused
 RUN_ID_FILE = "wandb_run_id"
@@ -377,3 +385,129 @@ class OfflineFirstWandbLogger(WandbLogger):
         run.finish(exit_code=exit_code)
         self._experiment = None
         wandb.teardown()  # waits until W&B's service has written the run's files
+
+
+# --- CSV ---------------------------------------------------------------------------------------------------------
+
+
+def _row_step(row: Mapping[str, Any]) -> int | None:
+    value = row.get("step")
+    return None if value in (None, "") else int(float(value))
+
+
+def _row_keys(row: Mapping[str, Any]) -> frozenset[str]:
+    """The metrics a row holds (its non-empty columns other than ``step``)."""
+    return frozenset(k for k, v in row.items() if k != "step" and v not in (None, ""))
+
+
+class _HistoryWriter(ExperimentWriter):
+    """Lightning's CSV writer, except that an existing ``metrics.csv`` is kept (Lightning deletes it) until
+    ``restart`` says whether the run continues it or starts afresh."""
+
+    def __init__(self, log_dir: str) -> None:
+        self.fs = get_filesystem(log_dir)
+        super().__init__(log_dir)
+        #: rows of the batch a resumed run restarted from that the resumed run may log again
+        self.replaceable: list[dict[str, str]] = []
+        self.metrics_keys = self.read_rows()[0]
+
+    def _check_log_dir_exists(self) -> None:
+        """Keeps ``metrics.csv``: ``restart`` decides what happens to it."""
+
+    def read_rows(self) -> tuple[list[str], list[dict[str, str]]]:
+        """(header, rows) of ``metrics.csv`` as written (values as strings); empty when there is none."""
+        if not self.fs.isfile(self.metrics_file_path):
+            return [], []
+        with self.fs.open(self.metrics_file_path, "r", newline="") as file:
+            reader = csv.DictReader(file)
+            return list(reader.fieldnames or []), list(reader)
+
+    def write_rows(self, rows: list[dict[str, str]]) -> None:
+        with self.fs.open(self.metrics_file_path, "w", newline="") as file:
+            writer = csv.DictWriter(file, fieldnames=self.metrics_keys)
+            writer.writeheader()
+            writer.writerows(rows)
+
+    def restart(self, batches: int | None) -> None:
+        """Continues the history after ``batches`` training batches, or starts a new one (None)."""
+        self.replaceable = []
+        if batches is None:
+            if self.fs.isfile(self.metrics_file_path):
+                self.fs.rm_file(self.metrics_file_path)
+            self.metrics_keys = []
+            return
+        header, rows = self.read_rows()
+        if not header:
+            return
+        # Rows of later batches came after the checkpoint and are logged again. At step == batches, the rows
+        # logged before the checkpoint (callbacks at the end of that batch) are not, but Lightning's row of the
+        # next batch (its step counts the batches before it) is: such a row replaces the old one in `save`.
+        kept = [row for row in rows if (_row_step(row) or 0) <= batches]
+        self.replaceable = [row for row in kept if _row_step(row) == batches]
+        if len(kept) < len(rows):
+            self.write_rows(kept)
+
+    def save(self) -> None:
+        if self.replaceable and self.metrics:
+            logged = {(_row_step(m), _row_keys(m)) for m in self.metrics}
+            stale = [row for row in self.replaceable if (_row_step(row), _row_keys(row)) in logged]
+            if stale:
+                self.write_rows([row for row in self.read_rows()[1] if row not in stale])
+                self.replaceable = [row for row in self.replaceable if row not in stale]
+        super().save()
+
+
+class ResumableCSVLogger(CSVLogger):
+    """Lightning's ``CSVLogger`` whose ``metrics.csv`` survives a resume.
+
+    Lightning deletes ``metrics.csv`` whenever a run starts in its folder, so resuming a run
+    (``fit --ckpt_path last``, a requeued SLURM job) lost every row logged before. With ``ContinueLogs``
+    (a callback the CLI adds to every fit) a resumed run keeps the rows of the batches up to its checkpoint
+    and drops those of later batches, which it logs again: the file ends as an uninterrupted run's would. A
+    run that starts afresh in the folder replaces the file, as with Lightning.
+
+    Args: as Lightning's ``CSVLogger``, except that ``flush_logs_every_n_steps`` defaults to 1: rows are
+    written as they are logged, so a killed run (SIGKILL, a node failure) keeps them.
+    """
+
+    def __init__(
+        self,
+        save_dir: str | Path,
+        name: str | None = "lightning_logs",
+        version: int | str | None = None,
+        prefix: str = "",
+        flush_logs_every_n_steps: int = 1,
+    ) -> None:
+        super().__init__(save_dir, name, version, prefix, flush_logs_every_n_steps)
+
+    @property
+    @rank_zero_experiment
+    def experiment(self) -> _HistoryWriter:
+        if self._experiment is None:
+            get_filesystem(self.root_dir).makedirs(self.root_dir, exist_ok=True)
+            self._experiment = _HistoryWriter(log_dir=self.log_dir)
+        return self._experiment
+
+    @rank_zero_only
+    def restart(self, batches: int | None) -> None:
+        """Continues the history after ``batches`` training batches (a resumed run), or starts afresh (None)."""
+        self.experiment.restart(batches)
+
+
+class ContinueLogs(Callback):
+    """At the start of training, tells each ``ResumableCSVLogger`` whether the run resumed (and after how many
+    batches) or started afresh; and writes their rows to disk whenever a checkpoint is saved, so that a run
+    killed later (SIGKILL, a node failure) has every row up to the checkpoint it will resume from."""
+
+    @staticmethod
+    def _loggers(trainer: Trainer) -> list[ResumableCSVLogger]:
+        return [logger for logger in trainer.loggers if isinstance(logger, ResumableCSVLogger)]
+
+    def on_train_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        batches = batches_done(trainer) if trainer.ckpt_path else None
+        for logger in self._loggers(trainer):
+            logger.restart(batches)
+
+    def on_save_checkpoint(self, trainer: Trainer, pl_module: LightningModule, checkpoint: dict) -> None:
+        for logger in self._loggers(trainer):
+            logger.save()

@@ -3,12 +3,17 @@
 - ``write_mnist``: torchvision's ``MNIST/raw/`` layout from the MNIST subset shipped in ``tests/data/mnist``.
 - ``write_cifar10``: a small ``cifar-10-batches-py`` folder in CIFAR-10's pickle format (random pixels).
 - ``write_image_folder``: a few small PNGs of assorted sizes and colour modes in nested folders.
+
+Also tiny configs for tests that train a few steps, and ``lightning_log`` to see what Lightning reports.
 """
 
 from __future__ import annotations
 
+import contextlib
 import gzip
+import logging
 import pickle
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -163,3 +168,17 @@ def write_config(path: Path, text: str) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(text)
     return path
+
+
+@contextlib.contextmanager
+def lightning_log() -> Iterator[list[str]]:
+    """The messages Lightning logs (``rank_zero_info``) inside the block."""
+    messages: list[str] = []
+    handler = logging.Handler(logging.INFO)
+    handler.emit = lambda record: messages.append(record.getMessage())
+    logger = logging.getLogger("lightning.pytorch")  # it does not propagate to "lightning"
+    logger.addHandler(handler)
+    try:
+        yield messages
+    finally:
+        logger.removeHandler(handler)

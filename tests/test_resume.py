@@ -6,12 +6,20 @@ from __future__ import annotations
 
 import csv
 import importlib.util
+import os
 import random
+import signal
+import subprocess
+import sys
+import time
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
+import yaml
+from conftest import CONFIGS, ROOT
+from fixtures import TINY_TOY_GAN, lightning_log
 from lightning.pytorch import Callback
 
 from lit_gen.cli import main
@@ -148,11 +156,10 @@ def fit_whole_and_resumed(tmp: Path, config: str, half: int, whole: int) -> tupl
     run("fit", "--config", tmp / "model.yaml", "--run.root", tmp / "parts", "--trainer.max_steps", half)
     (run_dir,) = (tmp / "parts").glob("*/*")
     assert last_checkpoint(tmp / "parts")["global_step"] == half
-    run("fit", "--config", run_dir / "config.yaml", "--ckpt_path", "last", "--trainer.max_steps", whole)
-    # the second part really resumed (a fresh start would also end equal): it logged no step before the stop
-    (metrics,) = run_dir.glob("csv/metrics.csv")
-    steps = [int(row["step"]) for row in csv.DictReader(metrics.open()) if row.get("step")]
-    assert steps and min(steps) >= half // 2, steps[:5]
+    with lightning_log() as messages:
+        run("fit", "--config", run_dir / "config.yaml", "--ckpt_path", "last", "--trainer.max_steps", whole)
+    # the second part really resumed (a fresh start would also end equal)
+    assert any(m.startswith("Restoring states from the checkpoint path at") for m in messages), messages
     return last_checkpoint(tmp / "whole"), last_checkpoint(tmp / "parts"), run_dir
 
 
@@ -179,6 +186,101 @@ def test_gan_checkpoint_holds_no_metric_networks_and_loads_weights_only(gan_runs
     whole, _, _ = gan_runs
     prefixes = {key.split(".")[0] for key in whole["state_dict"]}
     assert prefixes == {"generator", "discriminator", "generator_ema", "batches_seen"}
+
+
+def metrics_rows(run_dir: Path) -> list[dict[str, str]]:
+    with (run_dir / "csv" / "metrics.csv").open(newline="") as f:
+        return list(csv.DictReader(f))
+
+
+@pytest.fixture(scope="module")
+def toy_whole(tmp_path_factory) -> tuple[Path, Path]:
+    """(config, run directory) of an uninterrupted 10-batch toy GAN run that logs on every batch."""
+    tmp = tmp_path_factory.mktemp("toy_whole")
+    config = TINY_TOY_GAN.replace("max_steps: 4", "max_steps: 20")  # 10 batches
+    config = config.replace("every_n_batches: 1, num_samples: 200", "every_n_batches: 1, num_samples: 50")
+    (tmp / "toy.yaml").write_text(config + "checkpoint:\n  every_n_train_steps: 6\n")
+    run("fit", "--config", tmp / "toy.yaml", "--run.root", tmp / "whole")
+    (whole,) = (tmp / "whole").glob("*/*")
+    return tmp / "toy.yaml", whole
+
+
+@pytest.mark.parametrize("stop", [signal.SIGTERM, signal.SIGKILL], ids=["SIGTERM", "SIGKILL"])
+def test_resume_keeps_the_csv_history_and_replaces_the_retrained_rows(toy_whole, tmp_path, stop):
+    """A run stopped during batch 8 (SIGTERM: stops after that batch and saves it; SIGKILL: dies at once, its
+    checkpoint is from batch 6) and resumed with ``--ckpt_path last`` ends with the uninterrupted run's
+    ``metrics.csv``: no row from before the stop lost, none of the retrained batches twice. Every batch logs
+    Lightning's row (step = batches before it) and ModeMetrics' row (step = batches done)."""
+    config, whole = toy_whole
+    env = {**os.environ, "PYTHONPATH": f"{ROOT}{os.pathsep}{ROOT / 'tests' / 'slurm'}"}
+    env.pop("LIT_GEN_RUN_DIR", None)
+    part = subprocess.run(
+        [sys.executable, "-m", "lit_gen", "fit", "--config", config, "--run.root", "parts",
+         "--trainer.callbacks+=slurm_gate.SignalAt", "--trainer.callbacks.batch=8",
+         f"--trainer.callbacks.signal={int(stop)}"],
+        capture_output=True, text=True, env=env, cwd=tmp_path, timeout=300,
+    )  # fmt: skip
+    assert part.returncode in (128 + stop, -stop), part.stderr[-3000:]
+    (run_dir,) = (tmp_path / "parts").glob("*/*")
+    assert last_checkpoint(tmp_path / "parts")["global_step"] == (16 if stop == signal.SIGTERM else 12)
+    steps = [int(row["step"]) for row in metrics_rows(run_dir)]
+    assert max(steps) == 8 - (stop == signal.SIGKILL)  # rows of the batches after the checkpoint too
+
+    config = yaml.safe_load((run_dir / "config.yaml").read_text())
+    config["trainer"]["callbacks"] = [c for c in config["trainer"]["callbacks"] if "SignalAt" not in str(c)]
+    (run_dir / "config.yaml").write_text(yaml.safe_dump(config))
+    run("fit", "--config", run_dir / "config.yaml", "--ckpt_path", "last")
+    assert last_checkpoint(tmp_path / "parts")["global_step"] == 20
+    assert metrics_rows(run_dir) == metrics_rows(whole)
+
+
+def test_shipped_configs_log_to_the_csv_logger_that_keeps_its_history():
+    csv_loggers = {}
+    for path in sorted(CONFIGS.glob("*.yaml")):
+        loggers = (yaml.safe_load(path.read_text()).get("trainer") or {}).get("logger") or []
+        for logger in loggers if isinstance(loggers, list) else [loggers]:
+            if isinstance(logger, dict) and "CSV" in logger.get("class_path", ""):
+                csv_loggers[path.name] = logger["class_path"]
+    assert csv_loggers and set(csv_loggers.values()) == {"lit_gen.loggers.ResumableCSVLogger"}, csv_loggers
+
+
+def test_resuming_leaves_the_ckpt_path_of_the_runs_config(gan_runs):
+    _, _, run_dir = gan_runs
+    config = yaml.safe_load((run_dir / "config.yaml").read_text())
+    assert config["trainer"]["max_steps"] == 15  # the resumed run's own settings are recorded
+    assert config["ckpt_path"] is None  # as the run started, not the `last` it was resumed with
+
+
+def fake_checkpoint(path: Path, batches: int, step: int) -> Path:
+    """A file with just the parts of a Lightning checkpoint that ``newest_checkpoint`` reads."""
+    progress = {"total": {"ready": batches, "started": batches, "processed": batches, "completed": batches}}
+    loops = {"fit_loop": {"epoch_loop.batch_progress": progress}}
+    torch.save({"state_dict": {}, "global_step": step, "loops": loops}, path)
+    return path
+
+
+def test_ckpt_path_last_is_the_checkpoint_with_the_most_training_progress(tmp_path):
+    from lit_gen.checkpoints import newest_checkpoint
+
+    ckpts = tmp_path / "checkpoints"
+    ckpts.mkdir()
+    assert newest_checkpoint(tmp_path, ckpts) is None
+    # a time-limited run: hpc_ckpt_1 on SIGUSR1 at step 3650, then it trained on to 4000 (minutes later)
+    hpc = fake_checkpoint(tmp_path / "hpc_ckpt_1.ckpt", 1825, 3650)
+    last = fake_checkpoint(ckpts / "last.ckpt", 2000, 4000)
+    os.utime(hpc, (time.time() - 100, time.time() - 100))
+    assert newest_checkpoint(tmp_path, ckpts) == last
+    # requeued at 3650, while last.ckpt (written later, e.g. copied back) is from step 3000
+    fake_checkpoint(ckpts / "last.ckpt", 1500, 3000)
+    assert newest_checkpoint(tmp_path, ckpts) == hpc
+    # both at the same batch (last.ckpt written on the SIGTERM that stops a requeued job): the hpc one
+    fake_checkpoint(ckpts / "last.ckpt", 1825, 3650)
+    hpc_10 = fake_checkpoint(tmp_path / "hpc_ckpt_10.ckpt", 1825, 3650)
+    assert newest_checkpoint(tmp_path, ckpts) == hpc_10
+    # a truncated checkpoint is no place to resume from
+    last.write_bytes(last.read_bytes()[:100])
+    fake_checkpoint(tmp_path / "hpc_ckpt_10.ckpt", 1000, 2000)
+    assert newest_checkpoint(tmp_path, ckpts) == hpc
 
 
 def test_ckpt_path_hyperparameters_do_not_override_the_config(gan_runs, tmp_path):

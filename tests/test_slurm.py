@@ -1,11 +1,14 @@
 """Against a real single-node SLURM cluster (tests marked ``slurm``, see ``tests/slurm_cluster.py``):
-``submit`` runs a GAN fit to completion; a fit preempted with SIGUSR1 checkpoints, is requeued, resumes in the
-same run directory and W&B run and ends bitwise equal to an uninterrupted run; a 2-task ``srun`` DDP job from
+``submit`` runs a GAN fit to completion; a fit preempted with SIGUSR1 (sent to the batch shell only, or to
+every process of the job) checkpoints, is requeued, resumes in the same run directory and W&B run and ends
+bitwise equal to an uninterrupted run, with its CSV log and ``config.yaml`` as the uninterrupted run's; such a
+run submitted again with ``--ckpt_path last`` resumes from its newest checkpoint; a 2-task ``srun`` DDP job from
 ``slurm/single_node.sbatch``; sbatch rejecting a script leaves nothing behind. Without a cluster: a requeue
 signal arriving mid-batch is answered with a checkpoint at the end of that batch."""
 
 from __future__ import annotations
 
+import csv
 import json
 import os
 import subprocess
@@ -20,8 +23,9 @@ from slurm_cluster import cancel, slurm_cluster, wait_for_file, wait_for_job  # 
 
 TINY = ROOT / "tests" / "slurm" / "tiny_gan.yaml"
 GATE_BATCH = 20  # the preempted job is held (and signalled) at the end of this training batch
-#: lines the job scripts run first: the test helpers importable in jobs, one thread per process
-SETUP = [f"export PYTHONPATH={ROOT / 'tests' / 'slurm'}", "export OMP_NUM_THREADS=1"]
+#: lines the job scripts run first: this checkout's lit_gen and the test helpers importable in jobs, one thread
+#: per process
+SETUP = [f"export PYTHONPATH={ROOT}:{ROOT / 'tests' / 'slurm'}", "export OMP_NUM_THREADS=1"]
 
 
 def submit(*args: str) -> tuple[int, str, str]:
@@ -68,29 +72,35 @@ def differences(a, b, path: str = "") -> list[str]:
     return [] if a == b else [path]
 
 
+def metrics_rows(run_dir: Path) -> list[dict[str, str]]:
+    with (run_dir / "csv" / "metrics.csv").open(newline="") as f:
+        return list(csv.DictReader(f))
+
+
 @pytest.fixture(scope="module")
 def gated_jobs(slurm_cluster, tmp_path_factory):  # noqa: F811
-    """Submits the same tiny GAN fit twice, at once: run A (CSV logger, released at once) and run B (offline
-    W&B logger, held at batch 20 until the test preempts it). Yields {name: (job id, run dir)}; cancels what
-    is left at the end."""
+    """Submits the same tiny GAN fit three times, at once: run A (CSV log, released at once), run B (offline
+    W&B and CSV logs) and run C (CSV log), both held at batch 20 until the test preempts them. Yields
+    {name: (job id, run dir)}; cancels what is left at the end."""
     base = tmp_path_factory.mktemp("slurm_jobs")
     config = yaml.safe_load(TINY.read_text())
     config["trainer"]["callbacks"].append(
         {"class_path": "slurm_gate.Gate", "init_args": {"at_batch": GATE_BATCH}}
     )
-    config_path = base / "gated_gan.yaml"
-    config_path.write_text(yaml.safe_dump(config))
+    (base / "gated_gan.yaml").write_text(yaml.safe_dump(config))
+    config["trainer"]["logger"] = [
+        {"class_path": "lit_gen.loggers.OfflineFirstWandbLogger"},
+        {"class_path": "lit_gen.loggers.ResumableCSVLogger", "init_args": {"name": "csv", "version": ""}},
+    ]
+    (base / "gated_gan_wandb.yaml").write_text(yaml.safe_dump(config))
     jobs = {}
     with pytest.MonkeyPatch.context() as mp:
         mp.chdir(base)
         mp.syspath_prepend(str(ROOT / "tests" / "slurm"))  # submit checks the config's class paths
-        for name, logger in (
-            ("A", []),
-            ("B", ["--trainer.logger", "lit_gen.loggers.OfflineFirstWandbLogger"]),
-        ):
+        for name, config_name in (("A", "gated_gan"), ("B", "gated_gan_wandb"), ("C", "gated_gan")):
             run_dir = base / name
             code, out, err = submit(
-                "--config", config_path, "--run.dir", run_dir, *logger,
+                "--config", base / f"{config_name}.yaml", "--run.dir", run_dir,
                 "--slurm.time", "00:10:00", "--slurm.setup", json.dumps(SETUP),
             )  # fmt: skip
             assert code == 0, err
@@ -119,12 +129,14 @@ def test_submit_runs_a_gan_fit_to_completion(gated_jobs):
     assert config["run"]["dir"] == str(run_dir) and config["trainer"]["devices"] == 1
 
 
-@pytest.mark.slurm
-def test_preempted_fit_requeues_resumes_and_matches_an_uninterrupted_run(gated_jobs):
-    job_id, run_dir = gated_jobs["B"]
+def preempt(job: tuple[str, Path], *scancel: str) -> str:
+    """Sends SIGUSR1 with ``scancel SCANCEL`` once the job is held at the gate; waits until it has been requeued
+    and has completed; returns its output. Checks that the restart changed neither the run's config.yaml
+    nor the rows its CSV log had."""
+    job_id, run_dir = job
     wait_for_file(run_dir / "gate_reached", job_id)
-    # USR1 to the job's srun step, as SLURM sends it before the time limit (--signal=SIGUSR1@90)
-    subprocess.run(["scancel", "-s", "USR1", job_id], check=True, capture_output=True, timeout=20)
+    config, rows = (run_dir / "config.yaml").read_text(), metrics_rows(run_dir)
+    subprocess.run(["scancel", "-s", "USR1", *scancel, job_id], check=True, capture_output=True, timeout=20)
     info = wait_for_job(job_id)
     log = log_of(run_dir, job_id)
     assert info["JobState"] == "COMPLETED", log[-3000:]
@@ -135,6 +147,20 @@ def test_preempted_fit_requeues_resumes_and_matches_an_uninterrupted_run(gated_j
     hpc = torch.load(run_dir / "hpc_ckpt_1.ckpt", map_location="cpu", weights_only=True)
     assert hpc["global_step"] == 2 * GATE_BATCH  # one D and one G step per batch
     assert f"Restoring states from the checkpoint path at {run_dir / 'hpc_ckpt_1.ckpt'}" in log
+    # config.yaml is not rewritten with `ckpt_path: hpc` (a default logger gains its default arguments)
+    before, after = yaml.safe_load(config), yaml.safe_load((run_dir / "config.yaml").read_text())
+    assert after["ckpt_path"] is None
+    before["trainer"].pop("logger"), after["trainer"].pop("logger")
+    assert after == before
+    assert rows and metrics_rows(run_dir)[: len(rows)] == rows  # the rows before the restart are kept
+    return log
+
+
+@pytest.mark.slurm
+def test_preempted_fit_requeues_resumes_and_matches_an_uninterrupted_run(gated_jobs):
+    run_dir = gated_jobs["B"][1]
+    # to the batch shell only (`exec srun` passes it on to the training process)
+    preempt(gated_jobs["B"], "--batch")
 
     # both attempts logged to the same (offline) W&B run: its id is kept in the run directory
     run_id = (run_dir / "wandb_run_id").read_text().strip()
@@ -142,10 +168,39 @@ def test_preempted_fit_requeues_resumes_and_matches_an_uninterrupted_run(gated_j
     # (one offline folder per W&B session: at least one per attempt, all of them the same run)
     assert len(attempts) >= 2 and all(name.endswith(f"-{run_id}") for name in attempts), attempts
 
-    # the requeued run ends exactly where the uninterrupted one does
+    # the requeued run ends exactly where the uninterrupted one does, and has logged the same rows
     wait_for_job(gated_jobs["A"][0])
     different = differences(final_state(gated_jobs["A"][1]), final_state(run_dir))
     assert not different, f"{len(different)} entries differ after resume, e.g. {different[:5]}"
+    assert metrics_rows(run_dir) == metrics_rows(gated_jobs["A"][1])
+
+
+@pytest.mark.slurm
+def test_requeued_run_submitted_again_resumes_from_its_newest_checkpoint(gated_jobs):
+    run_dir = gated_jobs["C"][1]
+    # to every process of the job: the batch shell (srun) and the training process
+    preempt(gated_jobs["C"], "--full")
+    wait_for_job(gated_jobs["A"][0])
+    assert metrics_rows(run_dir) == metrics_rows(gated_jobs["A"][1])
+
+    # submitted again for 10 more batches: from last.ckpt (batch 60), not the older hpc_ckpt_1 (batch 20)
+    with pytest.MonkeyPatch.context() as mp:
+        mp.chdir(run_dir.parent)
+        mp.syspath_prepend(str(ROOT / "tests" / "slurm"))
+        code, _, err = submit(
+            "--config", run_dir / "config.yaml", "--ckpt_path", "last", "--trainer.max_steps", 140,
+            "--slurm.time", "00:10:00", "--slurm.setup", json.dumps(SETUP),
+        )  # fmt: skip
+    assert code == 0, err
+    job_id = (run_dir / "slurm_job_id").read_text().strip()
+    info = wait_for_job(job_id)
+    log = log_of(run_dir, job_id)
+    assert info["JobState"] == "COMPLETED", log[-3000:]
+    assert f"Restoring states from the checkpoint path at {run_dir / 'checkpoints' / 'last.ckpt'}" in log
+    last = torch.load(run_dir / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=True)
+    assert last["global_step"] == 140
+    steps = [int(row["step"]) for row in metrics_rows(run_dir)]
+    assert sorted(steps) == steps and len(set(steps)) == len(steps) and steps[-1] == 69
 
 
 @pytest.mark.slurm
@@ -222,7 +277,7 @@ def test_requeue_signal_mid_batch_checkpoints_at_the_batch_end(tmp_path):
     env = {
         **os.environ,
         "PATH": f"{bin_dir}:{os.environ['PATH']}",
-        "PYTHONPATH": str(ROOT / "tests" / "slurm"),
+        "PYTHONPATH": f"{ROOT}{os.pathsep}{ROOT / 'tests' / 'slurm'}",
         "OMP_NUM_THREADS": "1",
         **{f"SLURM_{k}": v for k, v in [("JOB_ID", "4242"), ("JOB_NAME", "lit_gen-test"), ("NTASKS", "1"),
            ("NTASKS_PER_NODE", "1"), ("NNODES", "1"), ("PROCID", "0"), ("LOCALID", "0"), ("NODEID", "0"),

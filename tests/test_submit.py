@@ -10,6 +10,7 @@ import subprocess
 from pathlib import Path
 
 import pytest
+import torch
 import yaml
 from conftest import ROOT
 
@@ -50,7 +51,7 @@ def test_dry_run_takes_the_job_shape_from_the_trainer_section_and_writes_nothing
     assert found["signal"] == "SIGUSR1@90" and "requeue" in found and found["open-mode"] == "append"
     run_dir = Path(found["output"]).parent
     assert run_dir.parent == tmp_path / "runs" / "gan" and found["output"].endswith("slurm-%j.out")
-    srun = [line for line in out.splitlines() if line.startswith("srun ")]
+    srun = [line for line in out.splitlines() if line.startswith("exec srun ")]
     assert len(srun) == 1 and " -m lit_gen fit --config " in srun[0]
     assert f"--config {run_dir}/config.yaml --run.dir" in srun[0]
     assert not (tmp_path / "runs").exists()
@@ -230,33 +231,40 @@ def test_submit_writes_script_and_resolved_config_into_the_run_directory(cli, tm
 
 
 def test_resume_choice_in_the_script(cli, tmp_path):
-    """The script's resume rule, run with bash: fresh start, Lightning's hpc checkpoint, a much newer last.ckpt."""
-    code, out, _ = cli("submit", "--config", TINY, "--run.dir", tmp_path / "run", "--dry-run")
-    assert code == 0
-    body = out[out.index("RUN_DIR=") : out.index("srun ")] + 'echo "$CKPT"\n'
-    run_dir = tmp_path / "run"
+    """The script's resume rule, run with bash: the first start takes the submitted ``--ckpt_path``; a restart,
+    or a run that was requeued before (it has an hpc checkpoint), resumes with ``last``, which the CLI resolves
+    to the run's checkpoint with the most training progress (tests/test_resume.py)."""
+    run_dir, init = tmp_path / "run", tmp_path / "init.ckpt"
+    torch.save({"state_dict": {}}, init)  # e.g. weights to start from
+    code, out, err = cli("submit", "--config", TINY, "--run.dir", run_dir, "--ckpt_path", init, "--dry-run")
+    assert code == 0, err
+    body = out[out.index("RUN_DIR=") : out.index("exec srun ")] + 'echo "$CKPT"\n'
 
     def choice(restarts: str = "0") -> str:
         env = {"PATH": "/usr/bin:/bin", "SLURM_JOB_ID": "7", "SLURM_RESTART_COUNT": restarts}
-        return subprocess.run(["bash", "-c", body], capture_output=True, text=True, env=env).stdout.split()[
-            -1
-        ]
+        result = subprocess.run(["bash", "-c", body], capture_output=True, text=True, env=env)
+        return result.stdout.split()[-1]
 
-    assert choice() == "null"
-    assert choice("1") == "last"  # requeued without an hpc checkpoint (node failure)
+    assert choice() == str(init)
+    assert choice("1") == str(init)  # requeued before it saved anything (e.g. a node failure)
     (run_dir / "checkpoints").mkdir(parents=True)
     (run_dir / "checkpoints" / "last.ckpt").write_text("")
-    for n in (1, 2, 10):
-        (run_dir / f"hpc_ckpt_{n}.ckpt").write_text("")
+    assert choice() == str(init)  # a new start in the run directory: as submitted
+    assert choice("1") == "last"
+    (run_dir / "hpc_ckpt_1.ckpt").write_text("")
+    assert choice() == "last"  # a time-limited run submitted again
+    # the mtimes of the checkpoints no longer matter: --ckpt_path last compares their training progress
     subprocess.run(["touch", "-d", "1 hour ago", str(run_dir / "checkpoints" / "last.ckpt")], check=True)
-    assert choice("1") == "hpc"
-    # last.ckpt saved on the SIGTERM that stops the requeued job, seconds after hpc_ckpt_10: still hpc
-    subprocess.run(["touch", "-d", "10 seconds ago", str(run_dir / "hpc_ckpt_10.ckpt")], check=True)
-    (run_dir / "checkpoints" / "last.ckpt").write_text("")
-    assert choice("1") == "hpc"
-    # last.ckpt written long after it (the run trained on, then a node failure requeued it): last
-    subprocess.run(["touch", "-d", "1 hour ago", str(run_dir / "hpc_ckpt_10.ckpt")], check=True)
     assert choice("2") == "last"
+
+
+def test_the_batch_shell_hands_its_signals_to_srun(cli):
+    """``scancel --batch -s USR1`` signals only the batch shell, which has no trap: it must be srun."""
+    code, out, _ = cli("submit", "--config", TINY, "--dry-run")
+    assert code == 0
+    assert out.rstrip().splitlines()[-1].startswith("exec srun ")
+    for name in ("single_node.sbatch", "multi_node.sbatch"):
+        assert 'exec srun "$PYTHON" -m lit_gen fit' in (ROOT / "slurm" / name).read_text()
 
 
 @pytest.mark.parametrize("name", ["single_node.sbatch", "multi_node.sbatch", "wandb_agent_array.sbatch"])

@@ -279,19 +279,19 @@ def render_script(
     last = q(str(checkpoint_dir)) if checkpoint_dir else '"$RUN_DIR/checkpoints"'
     lines += [
         'echo "lit_gen: job $SLURM_JOB_ID (restart ${SLURM_RESTART_COUNT:-0}) on $(hostname), run dir $RUN_DIR"',
-        "# Resume: from Lightning's newest hpc_ckpt_N.ckpt (saved on SIGUSR1 before the job was requeued),",
-        "# or from last.ckpt where the job was requeued without one (e.g. a node failure) or where last.ckpt",
-        "# was written well after it (the run trained on after resuming from it).",
-        'HPC=$(ls -1v "$RUN_DIR"/hpc_ckpt_*.ckpt 2> /dev/null | tail -n 1 || true)',
+        "# Resume: a requeued job (SIGUSR1 before the time limit, preemption, node failure), or a run that was",
+        "# requeued before, continues from its checkpoint with the most training progress (`--ckpt_path last`",
+        "# chooses between last.ckpt and Lightning's hpc_ckpt_N.ckpt by the batches they hold).",
+        'HPC=$(ls "$RUN_DIR"/hpc_ckpt_*.ckpt 2> /dev/null || true)',
         f"LAST={last}/last.ckpt",
-        'if [ -n "$HPC" ] && { [ ! -e "$LAST" ] || [ "$(stat -c %Y "$LAST")" -le "$(($(stat -c %Y "$HPC") + 300))" ]; }; then',
-        "    CKPT=hpc",
-        'elif [ -n "$HPC" ] || [ "${SLURM_RESTART_COUNT:-0}" != 0 ]; then',
+        'if [ -n "$HPC" ] || { [ -e "$LAST" ] && [ "${SLURM_RESTART_COUNT:-0}" != 0 ]; }; then',
         "    CKPT=last",
         "else",
         f"    CKPT={q(ckpt_path) if ckpt_path else 'null'}",
         "fi",
-        "srun " + " ".join(fit) + ' --ckpt_path "$CKPT"',
+        "# exec: srun receives the signals sent to the batch shell (scancel --batch/--full -s USR1) and passes",
+        "# them on to the training processes",
+        "exec srun " + " ".join(fit) + ' --ckpt_path "$CKPT"',
     ]
     return "\n".join(lines) + "\n"
 
@@ -351,10 +351,8 @@ def main(argv: list[str]) -> None:
     config.trainer.devices = shape.tasks_per_node  # explicit, so the job's Lightning agrees with SLURM
     run_dir, create = choose_run_dir(config)
     config.run.dir = str(run_dir) if not args.array else None
-    ckpt_path, config.ckpt_path = (
-        config.get("ckpt_path"),
-        None,
-    )  # restarts must resume from the hpc checkpoint
+    # the script passes it to the first start; a restart resumes from the run's own checkpoint
+    ckpt_path, config.ckpt_path = config.get("ckpt_path"), None
     seed = config.get("seed_everything")
     seed = seed if isinstance(seed, int) and not isinstance(seed, bool) else None
     job_name = slurm.job_name or f"lit_gen-{run_dir.parent.name}"
