@@ -313,7 +313,7 @@ class LitGenCLI(LightningCLI):
         self._owner = inherited_run_dir is None and _process_rank() == 0
         self._claimed_run_dir = False
         self._created: Path | None = None  # the top-most folder this run created for its directory
-        self._before: set[Path] = set()  # what an existing run directory held before this run
+        self._before: dict[Path, int] = {}  # what an existing run directory held before this run (mtimes)
         self._backups: dict[Path, bytes] = {}  # contents of its small top-level files
         self._lock: RunDirLock | None = None
         self._started = time.monotonic()
@@ -389,7 +389,8 @@ class LitGenCLI(LightningCLI):
             ]
             raise LitGenError(
                 f"ckpt_path: '{ckpt_path}' continues with its own optimizer and LR scheduler states, which the "
-                f"config changes ({'; '.join(changes)}): resume with the checkpoint's values, or start a new run"
+                f"config changes ({'; '.join(changes)}): resume with the checkpoint's values, or train from scratch "
+                "without --ckpt_path"
             )
         if differing:
             warnings.warn(
@@ -503,7 +504,7 @@ class LitGenCLI(LightningCLI):
             run_dir.mkdir(parents=True)
             self._created = created
             return
-        self._before = set(run_dir.rglob("*"))
+        self._before = {p: p.lstat().st_mtime_ns for p in run_dir.rglob("*")}
         for path in run_dir.iterdir():
             if path.is_file() and not path.is_symlink() and path.stat().st_size <= 1 << 20:
                 self._backups[path] = path.read_bytes()
@@ -537,8 +538,8 @@ class LitGenCLI(LightningCLI):
         created it, else without the files this run added and with its top-level files as they were."""
         if not self._owner or self.run_dir is None or not self.run_dir.exists():
             return
-        if any(p not in self._before for p in self.run_dir.rglob("*.ckpt")):
-            return  # it trained: keep what it wrote
+        if any(self._before.get(p) != p.lstat().st_mtime_ns for p in self.run_dir.rglob("*.ckpt")):
+            return  # it saved a checkpoint: keep what it wrote
         if self._created is not None:
             shutil.rmtree(self._created, ignore_errors=True)
             if self._claimed_run_dir:
@@ -550,7 +551,7 @@ class LitGenCLI(LightningCLI):
             )
             return
         keep = {self.run_dir / RunDirLock.NAME}
-        for path in sorted(set(self.run_dir.rglob("*")) - self._before - keep, reverse=True):
+        for path in sorted(set(self.run_dir.rglob("*")) - self._before.keys() - keep, reverse=True):
             if path.is_dir() and not path.is_symlink():
                 shutil.rmtree(path, ignore_errors=True)
             else:

@@ -12,6 +12,7 @@ import pickle
 from pathlib import Path
 
 import numpy as np
+from lightning.pytorch import Callback
 
 #: the MNIST files torchvision expects under ``{data_dir}/MNIST/raw`` (decompressed)
 MNIST_FILES = ("images-idx3-ubyte", "labels-idx1-ubyte")
@@ -163,3 +164,10 @@ def write_config(path: Path, text: str) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(text)
     return path
+
+
+class FailAtTrainEnd(Callback):
+    """Fails a fit after its last batch (and so after the final ``last.ckpt``), as a late crash would."""
+
+    def on_train_end(self, trainer, pl_module) -> None:
+        raise RuntimeError("failed at the end of training")

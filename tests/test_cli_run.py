@@ -188,3 +188,21 @@ def test_evaluate_help_is_short(cli):
     assert code == 0
     assert "--extractor" in out and "torch.nn.Linear" not in out
     assert len(out.splitlines()) < 150
+
+
+def test_a_run_that_failed_after_saving_a_checkpoint_keeps_what_it_wrote(cli):
+    write_config(Path(CFG), TINY_IMAGE_GAN)
+    run_dir = Path("run")
+    code, _, err = cli("fit", "--config", CFG, "--run.dir", run_dir, "--trainer.max_steps", "2")
+    assert code == 0, err
+    before = snapshot(run_dir)
+    with pytest.raises(RuntimeError, match="failed at the end of training"):
+        cli(
+            "fit", "--config", run_dir / "config.yaml", "--ckpt_path", "last", "--trainer.max_steps", "4",
+            "--trainer.callbacks+=fixtures.FailAtTrainEnd",
+        )  # fmt: skip
+    after = snapshot(run_dir)
+    assert after[run_dir / "checkpoints" / "last.ckpt"] != before[run_dir / "checkpoints" / "last.ckpt"]
+    assert after[run_dir / "config.yaml"] != before[run_dir / "config.yaml"]  # the config it trained with
+    assert b"max_steps: 4" in after[run_dir / "config.yaml"]
+    assert set(after) > set(before)  # e.g. the samples of its batches
