@@ -4,7 +4,8 @@ subcommands ``sample``, ``evaluate``, ``submit`` and ``compare`` (each in ``lit_
 Every run gets its own directory, ``{run.root}/{run.name}/{YYYYmmdd-HHMMSS}`` (``slurm-{job id}`` inside a
 SLURM job, so a requeued job finds its own checkpoints), holding ``config.yaml`` (the resolved config),
 ``checkpoints/``, ``samples/`` and the loggers' files. Re-running with a run's own ``config.yaml`` reuses its
-directory, so ``fit --config runs/.../config.yaml --ckpt_path last`` resumes it.
+directory, so ``fit --config runs/.../config.yaml --ckpt_path last`` resumes it. A run directory holds one run
+at a time (a lock), and a start that fails before a checkpoint leaves it as it was.
 """
 
 from __future__ import annotations
@@ -479,6 +480,10 @@ class LitGenCLI(LightningCLI):
                 raise LitGenError(f"ckpt_path: 'last': no last checkpoint in '{config.checkpoint.dirpath}'")
             if found is not None:
                 self.check_resume(config, found)
+                # resuming in place: of course the run's checkpoint directory holds checkpoints
+                warnings.filterwarnings(
+                    "ignore", message=r".*Checkpoint directory .* exists and is not empty"
+                )
         elif ckpt_path and str(ckpt_path) not in ("best", "hpc") and "://" not in str(ckpt_path):
             self.check_resume(config, Path(ckpt_path))
         if run_dir is None:

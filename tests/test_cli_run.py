@@ -4,6 +4,7 @@ end) and the top-level help."""
 
 from __future__ import annotations
 
+import warnings
 from pathlib import Path
 
 import pytest
@@ -206,3 +207,18 @@ def test_a_run_that_failed_after_saving_a_checkpoint_keeps_what_it_wrote(cli):
     assert after[run_dir / "config.yaml"] != before[run_dir / "config.yaml"]  # the config it trained with
     assert b"max_steps: 4" in after[run_dir / "config.yaml"]
     assert set(after) > set(before)  # e.g. the samples of its batches
+
+
+def test_resuming_in_place_does_not_warn_that_the_checkpoint_directory_is_not_empty(cli):
+    write_config(Path(CFG), TINY_IMAGE_GAN)
+    code, _, err = cli("fit", "--config", CFG, "--run.dir", "run", "--trainer.max_steps", "2")
+    assert code == 0, err
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        code, _, err = cli(
+            "fit", "--config", "run/config.yaml", "--ckpt_path", "last", "--trainer.max_steps", "4"
+        )
+    assert code == 0, err
+    assert not [
+        w for w in caught if "exists and is not empty" in str(w.message) and "Checkpoint" in str(w.message)
+    ]
