@@ -4,25 +4,33 @@ subcommands ``sample``, ``evaluate``, ``submit`` and ``compare`` (each in ``lit_
 Every run gets its own directory, ``{run.root}/{run.name}/{YYYYmmdd-HHMMSS}`` (``slurm-{job id}`` inside a
 SLURM job, so a requeued job finds its own checkpoints), holding ``config.yaml`` (the resolved config),
 ``checkpoints/``, ``samples/`` and the loggers' files. Re-running with a run's own ``config.yaml`` reuses its
-directory, so ``fit --config runs/.../config.yaml --ckpt_path last`` resumes it.
+directory, so ``fit --config runs/.../config.yaml --ckpt_path last`` resumes it. A run directory holds one run
+at a time (a lock), and a start that fails before a checkpoint leaves it as it was.
 """
 
 from __future__ import annotations
 
+import contextlib
 import importlib
+import logging
 import os
 import re
 import shutil
 import sys
+import textwrap
+import time
 import warnings
+from collections.abc import Iterator
 from datetime import datetime
 from pathlib import Path
 from typing import Any
 
+import torch
 import yaml
 from jsonargparse import ArgumentError, Namespace
 from lightning.fabric.utilities.exceptions import MisconfigurationException
 from lightning.pytorch import Callback, Trainer
+from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.callbacks.progress import ProgressBar as LightningProgressBar
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI, SaveConfigCallback
 
@@ -32,6 +40,11 @@ from lit_gen.callbacks.slurm import SLURMRequeue
 from lit_gen.checkpoints import newest_checkpoint, read_checkpoint
 from lit_gen.errors import LitGenError
 from lit_gen.loggers import ContinueLogs
+
+try:
+    import fcntl
+except ImportError:  # Windows
+    fcntl = None
 
 #: subcommands that are not Trainer methods: name -> module with a ``main(argv)`` function
 EXTRA_COMMANDS = {
@@ -51,6 +64,49 @@ def slurm_job_tag() -> str | None:
     if array_job and task:
         return f"{array_job}_{task}"
     return os.environ.get("SLURM_JOB_ID")
+
+
+#: cgroup v2 file holding a container's CPU quota ("max 100000" or "<quota> <period>")
+CGROUP_CPU_MAX = Path("/sys/fs/cgroup/cpu.max")
+
+
+def available_cpus(cgroup_cpu_max: Path = CGROUP_CPU_MAX) -> int:
+    """CPUs this process may run on: its CPU affinity, capped by a container's CPU quota."""
+    cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+    try:
+        quota, period = cgroup_cpu_max.read_text().split()[:2]
+        if quota != "max":
+            cpus = min(cpus, max(1, int(quota) // int(period)))
+    except (OSError, ValueError):
+        pass
+    return max(1, cpus)
+
+
+def default_threads() -> int:
+    """torch's intra-op threads when ``--threads`` is not given: ``OMP_NUM_THREADS`` when set, else
+    ``SLURM_CPUS_PER_TASK`` (CPUs allocated to this task alone), else half the available CPUs (at least 1).
+
+    torch's default (one thread per core) stalls on a shared machine: its threads wait for each other at the end
+    of every parallel operation, so one thread pre-empted by another process holds up all of them (on 2 cores
+    beside one busy process, 100 quickstart batches took 132-175 s with 2 threads and 18 s with 1)."""
+    for name in ("OMP_NUM_THREADS", "SLURM_CPUS_PER_TASK"):
+        value = os.environ.get(name, "")
+        if value.isdigit() and int(value) > 0:
+            return int(value)
+    return max(1, available_cpus() // 2)
+
+
+def set_threads(threads: int | None) -> int:
+    """Sets torch's intra-op threads to ``threads`` (``None``: ``default_threads()``) and returns the number.
+    An explicit number also goes into ``OMP_NUM_THREADS``, so that processes started from this one (DDP) use
+    it and Lightning does not replace it."""
+    if threads is not None and threads < 1:
+        raise LitGenError(f"threads: must be at least 1, got {threads}")
+    if threads is not None:
+        os.environ["OMP_NUM_THREADS"] = str(threads)
+    number = default_threads() if threads is None else threads
+    torch.set_num_threads(number)
+    return number
 
 
 def new_run_dir(root: str | Path, name: str) -> Path:
@@ -119,10 +175,138 @@ class SaveRunConfig(SaveConfigCallback):
                 logger.log_config(config)
 
 
+#: warnings and log lines Lightning prints on every fit that say nothing about a lit_gen run: a GAN or VAE
+#: validates in callbacks (no ``validation_step``), logs on an epoch's last batch whatever ``log_every_n_steps``
+#: is, and the remaining ones are about Lightning's own dependencies and products
+IRRELEVANT_WARNINGS = (
+    r".*You passed in a `val_dataloader` but have no `validation_step`",
+    r".*is smaller than the logging interval",
+    r".*`isinstance\(treespec, LeafSpec\)` is deprecated",
+)
+IRRELEVANT_LOG_LINES = ("💡 Tip:", "GPU available: False", "TPU available: False", "Seed set to")
+#: the loggers Lightning writes those lines with
+LIGHTNING_INFO_LOGGERS = (
+    "lightning.pytorch.utilities.rank_zero",
+    "lightning.fabric.utilities.rank_zero",
+    "lightning.fabric.utilities.seed",
+)
+
+
+class _DropLines(logging.Filter):
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not str(record.getMessage()).startswith(IRRELEVANT_LOG_LINES)
+
+
+@contextlib.contextmanager
+def quiet_lightning() -> Iterator[None]:
+    """Hides ``IRRELEVANT_WARNINGS`` and ``IRRELEVANT_LOG_LINES`` for a while."""
+    drop = _DropLines()
+    loggers = [logging.getLogger(name) for name in LIGHTNING_INFO_LOGGERS]
+    with warnings.catch_warnings():
+        for message in IRRELEVANT_WARNINGS:
+            warnings.filterwarnings("ignore", message=message)
+        for logger in loggers:
+            logger.addFilter(drop)
+        try:
+            yield
+        finally:
+            for logger in loggers:
+                logger.removeFilter(drop)
+
+
+class RunDirLock:
+    """Keeps other lit_gen processes out of a run directory while a run uses it: an exclusive ``flock`` on
+    ``<run dir>/.lit_gen.lock`` (holding the process id), dropped by the OS if the process dies and removed when
+    the run ends. Two runs writing into one directory would interleave their logs and share a W&B run."""
+
+    NAME = ".lit_gen.lock"
+
+    def __init__(self, run_dir: Path) -> None:
+        self.run_dir = Path(run_dir)
+        self.path = self.run_dir / self.NAME
+        self._file = None
+
+    def acquire(self) -> None:
+        if fcntl is None:  # no flock (Windows): unlocked
+            return
+        while True:
+            file = open(self.path, "a+")
+            try:
+                fcntl.flock(file, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except OSError:
+                file.seek(0)
+                holder = file.read().strip() or "?"
+                file.close()
+                raise LitGenError(
+                    f"run.dir: '{self.run_dir}' is in use by another lit_gen run (process {holder}); "
+                    "wait for it to end or choose another run directory"
+                ) from None
+            # the holder may have removed the file between our open and flock: lock the file now at the path
+            try:
+                if os.stat(self.path).st_ino == os.fstat(file.fileno()).st_ino:
+                    break
+            except FileNotFoundError:
+                pass
+            file.close()
+        file.truncate(0)
+        file.write(f"{os.getpid()}\n")
+        file.flush()
+        self._file = file
+
+    def release(self) -> None:
+        if self._file is not None:
+            self.path.unlink(missing_ok=True)
+            self._file.close()
+            self._file = None
+
+
+def _process_rank() -> int:
+    """This process's rank when a launcher (``srun``, ``torchrun``) started several, else 0."""
+    for name in ("RANK", "SLURM_PROCID"):
+        value = os.environ.get(name, "")
+        if value.isdigit():
+            return int(value)
+    return 0
+
+
+def last_checkpoint(dirpath: str | Path) -> Path | None:
+    """The newest ``last.ckpt`` (or ``last-vN.ckpt``) in ``dirpath``, as ``--ckpt_path last`` finds it."""
+    paths = [p for p in Path(dirpath).glob("last*.ckpt") if re.fullmatch(r"last(-v?\d+)?\.ckpt", p.name)]
+    return max(paths, key=lambda p: p.stat().st_mtime) if paths else None
+
+
+def _is_optimizer_or_scheduler(spec: Any) -> bool:
+    """Whether a config value chooses an optimizer or an LR scheduler (whose state a checkpoint restores)."""
+    if not isinstance(spec, dict) or not isinstance(spec.get("class_path"), str):
+        return False
+    module, _, name = spec["class_path"].rpartition(".")
+    try:
+        cls = getattr(importlib.import_module(module), name)
+    except (ImportError, AttributeError, ValueError):
+        return False
+    return isinstance(cls, type) and issubclass(
+        cls, (torch.optim.Optimizer, torch.optim.lr_scheduler.LRScheduler)
+    )
+
+
+def _differing_leaves(old: Any, new: Any, key: str) -> list[str]:
+    """``key.sub.key: old -> new`` for each leaf where two plain config values differ."""
+    if isinstance(old, dict) and isinstance(new, dict):
+        return [
+            line
+            for k in sorted(old.keys() | new.keys(), key=str)
+            if old.get(k) != new.get(k)
+            for line in _differing_leaves(old.get(k), new.get(k), f"{key}.{k}")
+        ]
+    short = [v["class_path"] if isinstance(v, dict) and "class_path" in v else v for v in (old, new)]
+    return [f"{key}: {short[0]!r} -> {short[1]!r}"]
+
+
 class LitGenCLI(LightningCLI):
-    """LightningCLI with per-run directories, a forced ``ModelCheckpoint`` (``--checkpoint.*``) that keeps
-    ``last.ckpt``, optimizers injected into the model from YAML (``auto_configure_optimizers=False``) and
-    parse errors raised (not printed) so that ``main`` can report them in one line."""
+    """LightningCLI with per-run directories (one run at a time in each), a forced ``ModelCheckpoint``
+    (``--checkpoint.*``) that keeps ``last.ckpt``, optimizers injected into the model from YAML
+    (``auto_configure_optimizers=False``), ``--threads``, a quiet console with a summary at the end of ``fit``,
+    and parse errors raised (not printed) so that ``main`` can report them in one line."""
 
     def __init__(self, **kwargs: Any) -> None:
         kwargs.setdefault("save_config_callback", SaveRunConfig)
@@ -140,16 +324,27 @@ class LitGenCLI(LightningCLI):
             ContinueLogs(),
         ]
         self.run_dir: Path | None = None
-        self._claimed_run_dir = False
         inherited_run_dir = os.environ.get(RUN_DIR_ENV)
+        # the first process of a run owns its directory (lock, messages, clean-up); the DDP processes it
+        # launches inherit the directory, and srun's other tasks have a rank > 0
+        self._owner = inherited_run_dir is None and _process_rank() == 0
+        self._claimed_run_dir = False
+        self._created: Path | None = None  # the top-most folder this run created for its directory
+        self._before: dict[Path, int] = {}  # what an existing run directory held before this run (mtimes)
+        self._backups: dict[Path, bytes] = {}  # contents of its small top-level files
+        self._lock: RunDirLock | None = None
+        self._started = time.monotonic()
         try:
-            super().__init__(**kwargs)
+            with quiet_lightning():
+                super().__init__(**kwargs)
         except BaseException:
             self.cleanup_after_failure()
             raise
         else:
             self.cleanup_after_success()
         finally:
+            if self._lock is not None:
+                self._lock.release()
             if inherited_run_dir is None:  # in-process callers (tests) start each run afresh
                 os.environ.pop(RUN_DIR_ENV, None)
 
@@ -175,19 +370,20 @@ class LitGenCLI(LightningCLI):
             parser.error(str(err), err)
 
     def _parse_ckpt_path(self) -> None:
-        """``--ckpt_path FILE`` must be a readable checkpoint (one-line error otherwise, loaded with
-        ``weights_only``). Unlike LightningCLI, the hyper-parameters stored in the checkpoint do not override
-        the config: the run's ``config.yaml`` and the command line decide the model, and the keys where the
-        checkpoint differs are named in a warning. A checkpoint of another model class is an error."""
-        subcommand = self.config.get("subcommand")
-        ckpt_path = self.config[subcommand].get("ckpt_path") if subcommand else None
-        if not ckpt_path or str(ckpt_path) in ("last", "best", "hpc") or "://" in str(ckpt_path):
-            return
+        """Unlike LightningCLI, the hyper-parameters stored in a checkpoint do not override the config: the
+        run's ``config.yaml`` and the command line decide the model (``check_resume`` compares the two once
+        the run directory, and so the checkpoint ``last`` means, is known)."""
+
+    def check_resume(self, config: Namespace, ckpt_path: Path) -> None:
+        """``ckpt_path`` must be a readable checkpoint (one-line error otherwise, loaded with ``weights_only``)
+        of the config's model class. Resuming restores the optimizers' and LR schedulers' states, so settings of
+        theirs that differ from the checkpoint's would not be used, while ``config.yaml`` would claim they were:
+        that is an error naming them. Other differing ``model.init_args`` are used, and named in a warning."""
         checkpoint = read_checkpoint(ckpt_path)
         hparams = dict(checkpoint.get("hyper_parameters") or {})
         hparams.pop("_instantiator", None)
         stored_class = hparams.pop("_class_path", None)
-        model = self.config[subcommand].get("model")
+        model = config.get("model")
         if stored_class is None or not isinstance(model, Namespace):
             return
         if stored_class != model.get("class_path"):
@@ -197,6 +393,22 @@ class LitGenCLI(LightningCLI):
             )
         current = _plain(model.get("init_args")) or {}
         differing = sorted(k for k in hparams.keys() & current.keys() if _plain(hparams[k]) != current[k])
+        restored = [
+            k
+            for k in differing
+            if _is_optimizer_or_scheduler(_plain(hparams[k])) or _is_optimizer_or_scheduler(current[k])
+        ]
+        if restored:
+            changes = [
+                line
+                for k in restored
+                for line in _differing_leaves(_plain(hparams[k]), current[k], f"model.{k}")
+            ]
+            raise LitGenError(
+                f"ckpt_path: '{ckpt_path}' continues with its own optimizer and LR scheduler states, which the "
+                f"config changes ({'; '.join(changes)}): resume with the checkpoint's values, or train from scratch "
+                "without --ckpt_path"
+            )
         if differing:
             warnings.warn(
                 f"--ckpt_path {ckpt_path}: the config's model.init_args differ from the checkpoint's in "
@@ -205,6 +417,13 @@ class LitGenCLI(LightningCLI):
             )
 
     def add_arguments_to_parser(self, parser: LightningArgumentParser) -> None:
+        parser.add_argument(
+            "--threads",
+            type=int | None,
+            default=None,
+            help="CPU threads of torch's operations (default: $OMP_NUM_THREADS, else $SLURM_CPUS_PER_TASK, "
+            "else half the CPUs this process may use).",
+        )
         parser.add_argument(
             "--run.root", type=str, default="runs", help="Folder holding all run directories."
         )
@@ -261,48 +480,117 @@ class LitGenCLI(LightningCLI):
 
     def before_instantiate_classes(self) -> None:
         config = self.config[self.subcommand]
+        set_threads(config.get("threads"))
+        if self.subcommand == "fit":
+            for key in ("max_steps", "max_epochs"):
+                if config.trainer.get(key) == 0:
+                    raise LitGenError(f"trainer.{key}: 0 trains nothing (-1 or null: no limit)")
+        job = slurm_job_tag()
         if config.run.dir:
-            self.run_dir = Path(config.run.dir)
+            run_dir = Path(config.run.dir)
         elif os.environ.get(RUN_DIR_ENV):
-            self.run_dir = Path(os.environ[RUN_DIR_ENV])
+            run_dir = Path(os.environ[RUN_DIR_ENV])
+        elif job:  # a requeued job must land in the same directory
+            run_dir = Path(config.run.root) / self._run_name(config) / f"slurm-{job}"
         else:
-            self.run_dir = new_run_dir(config.run.root, self._run_name(config))
-            self._claimed_run_dir = True
-        os.environ[RUN_DIR_ENV] = str(self.run_dir)
-        config.run.dir = str(self.run_dir)
+            run_dir = None  # a new one, claimed once the arguments are known to be good
+        ckpt_path = config.get("ckpt_path")
+        if ckpt_path == "last":
+            if run_dir is None:
+                raise LitGenError(
+                    "ckpt_path: 'last' resumes a run: give the run's own config (--config "
+                    "runs/<name>/<run>/config.yaml) or its directory (--run.dir)"
+                )
+            self._use_run_dir(config, run_dir)
+            found = last_checkpoint(config.checkpoint.dirpath)
+            if found is None and not job:  # inside SLURM, `last` may be set before the first checkpoint
+                raise LitGenError(f"ckpt_path: 'last': no last checkpoint in '{config.checkpoint.dirpath}'")
+            if found is not None:
+                self.check_resume(config, found)
+                # resuming in place: of course the run's checkpoint directory holds checkpoints
+                warnings.filterwarnings(
+                    "ignore", message=r".*Checkpoint directory .* exists and is not empty"
+                )
+        elif ckpt_path and str(ckpt_path) not in ("best", "hpc") and "://" not in str(ckpt_path):
+            self.check_resume(config, Path(ckpt_path))
+        if run_dir is None:
+            run_dir = new_run_dir(config.run.root, self._run_name(config))
+            self._claimed_run_dir, self._created = True, run_dir
+        elif self._owner:
+            self._take_existing(run_dir)
+        else:
+            run_dir.mkdir(parents=True, exist_ok=True)
+        self._use_run_dir(config, run_dir)
+        if self._owner:
+            self._lock = RunDirLock(run_dir)
+            self._lock.acquire()
+            print(f"lit_gen: run directory {run_dir}", file=sys.stderr)
+
+    def _take_existing(self, run_dir: Path) -> None:
+        """Notes what a run directory holds before this run (creating it if it is new), so that a failed start
+        can leave it as it was."""
+        if not run_dir.exists():
+            created = run_dir.absolute()
+            while not created.parent.exists():
+                created = created.parent
+            run_dir.mkdir(parents=True)
+            self._created = created
+            return
+        self._before = {p: p.lstat().st_mtime_ns for p in run_dir.rglob("*")}
+        for path in run_dir.iterdir():
+            if path.is_file() and not path.is_symlink() and path.stat().st_size <= 1 << 20:
+                self._backups[path] = path.read_bytes()
+
+    def _use_run_dir(self, config: Namespace, run_dir: Path) -> None:
+        """Points the config's paths (checkpoints, loggers) into ``run_dir``."""
+        self.run_dir = run_dir
+        os.environ[RUN_DIR_ENV] = str(run_dir)
+        config.run.dir = str(run_dir)
         # a config saved by an earlier run holds paths inside that run's directory: they move with the run
         previous = config.trainer.default_root_dir
-        if previous and Path(previous) != self.run_dir:
-            config.checkpoint.dirpath = _moved(config.checkpoint.dirpath, Path(previous), self.run_dir)
+        if previous and Path(previous) != run_dir:
+            config.checkpoint.dirpath = _moved(config.checkpoint.dirpath, Path(previous), run_dir)
             for logger in _logger_configs(config):
                 save_dir = logger.init_args.get("save_dir")
-                logger.init_args.save_dir = _moved(save_dir, Path(previous), self.run_dir)
-        config.trainer.default_root_dir = str(self.run_dir)
+                logger.init_args.save_dir = _moved(save_dir, Path(previous), run_dir)
+        config.trainer.default_root_dir = str(run_dir)
         if config.checkpoint.dirpath is None:
-            config.checkpoint.dirpath = str(self.run_dir / "checkpoints")
+            config.checkpoint.dirpath = str(run_dir / "checkpoints")
         if config.trainer.logger in (None, True):
             config.trainer.logger = Namespace(
                 class_path="lit_gen.loggers.ResumableCSVLogger",
-                init_args=Namespace(save_dir=str(self.run_dir), name="csv", version=""),
+                init_args=Namespace(save_dir=str(run_dir), name="csv", version=""),
             )
         for logger in _logger_configs(config):  # loggers that set no save_dir write into the run directory
             if logger.init_args.get("save_dir") in (None, "", ".", RUN_DIR_PLACEHOLDER):
-                logger.init_args.save_dir = str(self.run_dir)
-        if self._claimed_run_dir:
-            print(f"lit_gen: run directory {self.run_dir}", file=sys.stderr)
+                logger.init_args.save_dir = str(run_dir)
 
     def cleanup_after_failure(self) -> None:
-        """Removes a run directory this process created when the run failed before saving any checkpoint."""
-        if self.run_dir is None or not self._claimed_run_dir or not self.run_dir.exists():
+        """A run that failed before saving a checkpoint leaves its run directory as it was: removed if this run
+        created it, else without the files this run added and with its top-level files as they were."""
+        if not self._owner or self.run_dir is None or not self.run_dir.exists():
             return
-        if not any(self.run_dir.rglob("*.ckpt")):
-            shutil.rmtree(self.run_dir, ignore_errors=True)
-            self._remove_empty_parents()
+        if any(self._before.get(p) != p.lstat().st_mtime_ns for p in self.run_dir.rglob("*.ckpt")):
+            return  # it saved a checkpoint: keep what it wrote
+        if self._created is not None:
+            shutil.rmtree(self._created, ignore_errors=True)
+            if self._claimed_run_dir:
+                self._remove_empty_parents()
             # the start of the run named this directory (and a W&B offline folder in it to sync): say it is gone
             print(
-                f"lit_gen: removed the run directory {self.run_dir} (no checkpoint was saved)",
+                f"lit_gen: removed the run directory {self._created} (no checkpoint was saved)",
                 file=sys.stderr,
             )
+            return
+        keep = {self.run_dir / RunDirLock.NAME}
+        for path in sorted(set(self.run_dir.rglob("*")) - self._before.keys() - keep, reverse=True):
+            if path.is_dir() and not path.is_symlink():
+                shutil.rmtree(path, ignore_errors=True)
+            else:
+                path.unlink(missing_ok=True)
+        for path, content in self._backups.items():
+            if not path.is_file() or path.read_bytes() != content:
+                path.write_bytes(content)
 
     def _remove_empty_parents(self) -> None:
         for parent in (self.run_dir.parent, self.run_dir.parent.parent):
@@ -314,9 +602,59 @@ class LitGenCLI(LightningCLI):
     def cleanup_after_success(self) -> None:
         """Removes the run directory when nothing was written into it (e.g. ``fast_dev_run``)."""
         if self.run_dir is not None and self._claimed_run_dir and self.run_dir.is_dir():
-            if not any(self.run_dir.iterdir()):
+            if not any(p.name != RunDirLock.NAME for p in self.run_dir.iterdir()):
+                if self._lock is not None:
+                    self._lock.release()
                 self.run_dir.rmdir()
                 self._remove_empty_parents()
+
+    # --- the end of a fit ------------------------------------------------------------------------------------
+
+    def after_fit(self) -> None:
+        if self.trainer.is_global_zero:
+            print(fit_summary(self.trainer, self.run_dir, time.monotonic() - self._started), file=sys.stderr)
+
+
+def fit_summary(trainer: Trainer, run_dir: Path | None, seconds: float) -> str:
+    """What a finished ``fit`` produced: its run directory, last metrics, checkpoints and the commands that
+    sample from it and resume it."""
+    rows: list[tuple[str, str]] = [("run directory", str(run_dir))]
+    metrics = {
+        k: float(v)
+        for k, v in trainer.logged_metrics.items()
+        if k not in ("epoch", "step") and (not isinstance(v, torch.Tensor) or v.numel() == 1)
+    }
+    if metrics:
+        text = "  ".join(f"{k} {v:.4g}" for k, v in sorted(metrics.items()))
+        lines = textwrap.wrap(text, 90, break_long_words=False)
+        rows += [("last metrics" if i == 0 else "", line) for i, line in enumerate(lines)]
+    checkpoint = trainer.checkpoint_callback
+    if isinstance(checkpoint, ModelCheckpoint):
+        if checkpoint.monitor and checkpoint.best_model_path:
+            best = _shown(checkpoint.best_model_path, run_dir)
+            rows.append(("best", f"{checkpoint.monitor} {float(checkpoint.best_model_score):.4g} ({best})"))
+        last = last_checkpoint(checkpoint.dirpath) if checkpoint.dirpath else None
+        if last is not None:
+            last = _shown(last, run_dir)
+            rows += [("checkpoint", last), ("sample", f"python -m lit_gen sample --ckpt_path {last}")]
+    if run_dir is not None and (run_dir / "config.yaml").is_file():
+        rows.append(("resume", f"python -m lit_gen fit --config {run_dir / 'config.yaml'} --ckpt_path last"))
+    head = f"lit_gen: fit ended at step {trainer.global_step} after {_duration(seconds)}"
+    return "\n".join([head, *(f"  {name:<14}{value}" for name, value in rows)])
+
+
+def _shown(path: str | Path, run_dir: Path | None) -> str:
+    """``path`` below ``run_dir`` as the run directory was given (often relative), else as it is."""
+    if run_dir is not None:
+        with contextlib.suppress(ValueError):
+            return str(run_dir / Path(path).absolute().relative_to(run_dir.absolute()))
+    return str(path)
+
+
+def _duration(seconds: float) -> str:
+    minutes, seconds = divmod(int(round(seconds)), 60)
+    hours, minutes = divmod(minutes, 60)
+    return f"{hours}:{minutes:02d}:{seconds:02d}" if hours else f"{minutes}:{seconds:02d}"
 
 
 def _moved(path: str | None, old_root: Path, new_root: Path) -> str | None:
@@ -395,11 +733,42 @@ def fail(message: str, code: int = 2) -> None:
     raise SystemExit(code)
 
 
+#: every subcommand with its one-line description, for the top-level help
+COMMAND_HELP = {
+    "fit": "train a model (python -m lit_gen fit --config configs/gan.yaml)",
+    "validate": "run a model over its validation data",
+    "test": "run a model over its test data",
+    "predict": "run a model's predict_step over its predict data",
+    "sample": "write samples of a checkpoint (grid, images, samples.pt)",
+    "evaluate": "FID / KID / IS / precision-recall of a checkpoint's samples or a folder of images",
+    "submit": "run a fit config as a SLURM batch job",
+    "compare": "runs side by side: their configs' differences and metrics",
+}
+
+
+def top_level_help() -> str:
+    """``python -m lit_gen --help``."""
+    return "\n".join(
+        [
+            "usage: python -m lit_gen COMMAND [options]",
+            "",
+            "commands:",
+            *(f"  {name:<10}{text}" for name, text in COMMAND_HELP.items()),
+            "",
+            "python -m lit_gen COMMAND --help lists a command's options.",
+        ]
+    )
+
+
 def main(argv: list[str] | None = None) -> None:
     """Entry point of ``python -m lit_gen`` and the ``lit_gen`` script."""
     args = sys.argv[1:] if argv is None else list(argv)
+    if args[:1] in (["-h"], ["--help"]):
+        print(top_level_help())
+        return
     try:
         if args and args[0] in EXTRA_COMMANDS:
+            set_threads(None)
             importlib.import_module(EXTRA_COMMANDS[args[0]]).main(args[1:])
         else:
             LitGenCLI(args=None if argv is None else args)

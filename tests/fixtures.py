@@ -17,6 +17,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
+from lightning.pytorch import Callback
 
 #: the MNIST files torchvision expects under ``{data_dir}/MNIST/raw`` (decompressed)
 MNIST_FILES = ("images-idx3-ubyte", "labels-idx1-ubyte")
@@ -182,3 +183,10 @@ def lightning_log() -> Iterator[list[str]]:
         yield messages
     finally:
         logger.removeHandler(handler)
+
+
+class FailAtTrainEnd(Callback):
+    """Fails a fit after its last batch (and so after the final ``last.ckpt``), as a late crash would."""
+
+    def on_train_end(self, trainer, pl_module) -> None:
+        raise RuntimeError("failed at the end of training")

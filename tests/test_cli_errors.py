@@ -59,6 +59,11 @@ GPT_NEGATIVE_LR = [
 ]
 
 
+def _run_dir_without_checkpoints() -> None:
+    Path("old_run/checkpoints").mkdir(parents=True)
+    Path("old_run/notes.txt").write_text("the user's")
+
+
 #: id -> (files to create first, CLI arguments, the text the error line must contain)
 CASES: dict[str, tuple[Callable[[], None], list[str], str]] = {
     "unknown key": (_nothing, ["fit", "--config", CFG, "--model.init_args.n_critics", "2"], "n_critics"),
@@ -169,6 +174,21 @@ CASES: dict[str, tuple[Callable[[], None], list[str], str]] = {
         _nothing,
         ["fit", "--config", CFG, "--ckpt_path", "gone/last.ckpt"],
         "gone/last.ckpt",
+    ),
+    "fit for zero steps": (
+        _nothing,
+        ["fit", "--config", CFG, "--trainer.max_steps", "0"],
+        "trainer.max_steps",
+    ),
+    "resume without a run directory": (
+        _nothing,
+        ["fit", "--config", CFG, "--ckpt_path", "last"],
+        "--run.dir",
+    ),
+    "resume a run directory without a checkpoint": (
+        _run_dir_without_checkpoints,
+        ["fit", "--config", CFG, "--run.dir", "old_run", "--ckpt_path", "last"],
+        "old_run/checkpoints",
     ),
     "validate a model without validation_step": (_nothing, ["validate", "--config", CFG], "validation_step"),
     "unknown fit option": (_nothing, ["fit", "--config", CFG, "--max_stepz", "3"], "--max_stepz"),

@@ -3,6 +3,8 @@
 
 from __future__ import annotations
 
+import re
+
 import pytest
 from fixtures import TINY_TOY_GAN, write_config
 from lightning.pytorch import Trainer
@@ -118,3 +120,37 @@ def test_a_gans_last_partial_epoch_ends_with_a_full_bar():
     fit_with_bar(bar, model, num_train=80, max_steps=26)
     assert int(model.batches_seen) == 13
     assert bar.train_progress_bar.n == bar.train_progress_bar.total == 3
+
+
+class DescribingBar(ProgressBar):
+    """Records the bar's description at each redraw."""
+
+    def __init__(self, **kwargs) -> None:
+        super().__init__(**kwargs)
+        self.descriptions: list[str] = []
+
+    def describe(self, trainer) -> str:
+        self.descriptions.append(super().describe(trainer))
+        return self.descriptions[-1]
+
+
+def test_the_bar_shows_the_runs_progress_and_its_eta(monkeypatch):
+    clock = iter(range(1000))  # one second later at every look at the clock
+    monkeypatch.setattr("lit_gen.callbacks.progress.time.monotonic", lambda: float(next(clock)))
+    bar = DescribingBar(min_interval=0.0)
+    model = GAN(MLPGenerator(latent_dim=2, hidden=[8]), MLPDiscriminator(data_dim=2, hidden=[8]))
+    fit_with_bar(bar, model, num_train=80, max_steps=26)  # 13 batches of 2 steps, over 2 epochs
+    parsed = [re.fullmatch(r"Epoch (\d) \[step (\d+)/26, ETA (\d):(\d\d)\]", d) for d in bar.descriptions]
+    assert all(parsed), bar.descriptions
+    assert [int(m[2]) for m in parsed] == list(range(2, 27, 2))
+    assert [int(m[1]) for m in parsed] == [0] * 10 + [1] * 3
+    etas = [60 * int(m[3]) + int(m[4]) for m in parsed]
+    assert etas[0] > 0 and etas == sorted(etas, reverse=True) and etas[-1] == 0
+
+
+def test_without_max_steps_the_bar_counts_epochs():
+    bar = DescribingBar(min_interval=0.0)
+    model = GAN(MLPGenerator(latent_dim=2, hidden=[8]), MLPDiscriminator(data_dim=2, hidden=[8]))
+    fit_with_bar(bar, model, num_train=80, max_epochs=2)
+    assert bar.descriptions[0].startswith("Epoch 0 [5% of 2 epochs, ETA ")
+    assert bar.descriptions[-1] == "Epoch 1 [100% of 2 epochs, ETA 0:00]"

@@ -8,6 +8,7 @@ import csv
 import importlib.util
 import os
 import random
+import shutil
 import signal
 import subprocess
 import sys
@@ -382,3 +383,42 @@ def test_transformer_resume_is_bitwise_equal_to_the_uninterrupted_run(tmp_path, 
     whole, resumed, _ = fit_whole_and_resumed(tmp_path, config, 5, 10)
     for key in RESUMED_STATE:
         assert differences(whole[key], resumed[key], key) == [], key
+
+
+def copy_of_run(run_dir: Path, tmp_path: Path) -> Path:
+    copy = tmp_path / "run"
+    shutil.copytree(run_dir, copy)
+    return copy
+
+
+@pytest.mark.parametrize("which", ["last", "explicit path"])
+def test_resuming_with_other_optimizer_settings_is_a_one_line_error(gan_runs, cli, tmp_path, which):
+    """A resumed run continues with the checkpoint's optimizer and scheduler states (their lr, betas, step
+    counts): a config that changes them is refused rather than recorded as if it had been used."""
+    run_dir = copy_of_run(gan_runs[2], tmp_path)
+    ckpt = "last" if which == "last" else run_dir / "checkpoints" / "last.ckpt"
+    before = {p: p.read_bytes() for p in run_dir.rglob("*") if p.is_file()}
+    code, _, err = cli(
+        "fit", "--config", run_dir / "config.yaml", "--run.dir", run_dir, "--ckpt_path", ckpt,
+        "--trainer.max_steps", 18, "--model.init_args.discriminator_lr_scheduler.init_args.gamma", 0.5,
+        "--model.init_args.generator_optimizer", "torch.optim.SGD",
+        "--model.init_args.generator_optimizer.init_args.lr", 0.01,
+    )  # fmt: skip
+    assert code == 2, err
+    assert err.strip().count("\n") == 0 and err.startswith("lit_gen: error: ckpt_path:")
+    assert "model.discriminator_lr_scheduler.init_args.gamma: 0.9 -> 0.5" in err
+    assert "model.generator_optimizer: 'lit_gen.models.gan._adam_dcgan' -> 'torch.optim.SGD'" in err
+    assert {p: p.read_bytes() for p in run_dir.rglob("*") if p.is_file()} == before
+
+
+def test_ckpt_path_last_names_the_model_arguments_the_config_changes(gan_runs, tmp_path):
+    run_dir = copy_of_run(gan_runs[2], tmp_path)
+    with pytest.warns(
+        UserWarning, match=r"differ from the checkpoint's in ema_decay; the config's values are used"
+    ):
+        run(
+            "fit", "--config", run_dir / "config.yaml", "--run.dir", run_dir, "--ckpt_path", "last",
+            "--trainer.max_steps", 16, "--model.init_args.ema_decay", 0.5,
+        )  # fmt: skip
+    resumed = torch.load(run_dir / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=True)
+    assert resumed["global_step"] == 16 and resumed["hyper_parameters"]["ema_decay"] == 0.5

@@ -15,11 +15,12 @@ extractor (name, preprocessing, weights sha256) and the reference key.
 from __future__ import annotations
 
 import json
+import re
 import sys
 from pathlib import Path
 
 import torch
-from jsonargparse import ArgumentParser
+from jsonargparse import ArgumentParser, DefaultHelpFormatter
 from lightning.pytorch import LightningDataModule
 from torch import Tensor, nn
 from torch.utils.data import DataLoader, Dataset
@@ -39,8 +40,24 @@ from lit_gen.metrics.reference import (
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".webp", ".tif", ".tiff")
 
 
+class HelpFormatter(DefaultHelpFormatter):
+    """jsonargparse's help with the description's lines kept and without the "known subclasses" lists (for
+    ``--extractor``, every ``nn.Module`` in torch: ~750 lines)."""
+
+    def _get_help_string(self, action) -> str:
+        return re.sub(r", known subclasses: [^)]*", "", super()._get_help_string(action))
+
+    def _fill_text(self, text: str, width: int, indent: str) -> str:
+        return "".join(indent + line for line in text.splitlines(keepends=True))
+
+
 def build_parser() -> ArgumentParser:
-    parser = ArgumentParser(prog="python -m lit_gen evaluate", exit_on_error=False, description=__doc__)
+    parser = ArgumentParser(
+        prog="python -m lit_gen evaluate",
+        exit_on_error=False,
+        description=__doc__,
+        formatter_class=HelpFormatter,
+    )
     parser.add_argument("--ckpt_path", type=str | None, default=None, help="Checkpoint written by `fit`.")
     parser.add_argument(
         "--images", type=str | None, default=None, help="Folder of images (recursive) or a samples.pt tensor."
