@@ -413,3 +413,31 @@ def test_mode_metrics_log_every_n_batches_and_once_at_the_end(every_n_batches):
     model = GAN(MLPGenerator(latent_dim=2, hidden=[8]), MLPDiscriminator(data_dim=2, hidden=[8]))
     trainer.fit(model, datamodule=Ring(num_train=64, num_val=8, batch_size=8))
     assert recorder.steps == {3: [3, 6, 8], 4: [4, 8]}[every_n_batches]
+
+
+# --- checkpoints -----------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(("n_critic", "every"), [(1, 3), (2, 4), (5, 4)])
+def test_a_checkpoint_is_saved_whenever_a_multiple_of_every_n_train_steps_is_reached_or_passed(
+    tmp_path, n_critic, every
+):
+    """global_step advances by 2 on generator-step batches, so it can jump over a multiple of N."""
+    from lit_gen.callbacks.reliability import Checkpoint
+
+    batches = 15
+    steps = [b + b // n_critic for b in range(1, batches + 1)]  # global_step after each batch
+    checkpoint = Checkpoint(dirpath=tmp_path, filename="{step}", every_n_train_steps=every, save_top_k=-1)
+    trainer = Trainer(
+        accelerator="cpu",
+        max_steps=steps[-1],
+        limit_val_batches=0,
+        logger=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        callbacks=[checkpoint],
+    )
+    trainer.fit(toy_gan(n_critic=n_critic, ema_decay=None), datamodule=Ring(num_train=400, batch_size=8))
+    saved = sorted(int(p.stem.removeprefix("step=")) for p in tmp_path.glob("step=*.ckpt"))
+    expected = sorted({min(s for s in steps if s >= k * every) for k in range(1, steps[-1] // every + 1)})
+    assert saved == expected
