@@ -13,7 +13,7 @@ from lightning.pytorch import Callback, Trainer
 
 from lit_gen.data import Digits, GaussianMixture, Ring
 from lit_gen.errors import LitGenError
-from lit_gen.losses import WGANGP, Wasserstein
+from lit_gen.losses import R1, WGANGP, Wasserstein
 from lit_gen.metrics.functional import frechet_distance
 from lit_gen.models import GAN
 from lit_gen.nets import DCGANDiscriminator, DCGANGenerator, MLPDiscriminator, MLPGenerator
@@ -441,3 +441,27 @@ def test_a_checkpoint_is_saved_whenever_a_multiple_of_every_n_train_steps_is_rea
     saved = sorted(int(p.stem.removeprefix("step=")) for p in tmp_path.glob("step=*.ckpt"))
     expected = sorted({min(s for s in steps if s >= k * every) for k in range(1, steps[-1] // every + 1)})
     assert saved == expected
+
+
+# --- gradient penalties with PacGAN packing --------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("penalty", "key", "expected"),
+    [
+        (WGANGP(weight=10.0), "gradient_penalty", 0.0),  # ||grad|| = ||w|| = 1 on every packed input
+        (R1(gamma=2.0), "r1_penalty", 1.0),  # gamma / 2 * ||w||^2
+    ],
+    ids=["wgan-gp", "r1"],
+)
+def test_gradient_penalties_are_computed_on_the_packed_inputs_d_reads(penalty, key, expected):
+    """A linear D on packs of 2 points, w = (0.6, 0, 0, 0.8): the gradient of each D input has norm 1, those
+    of the two members 0.6 and 0.8 (per member: WGAN-GP 10 x ((0.4^2 + 0.2^2) / 2) = 1, R1 halved)."""
+    discriminator = torch.nn.Sequential(torch.nn.Linear(4, 1, bias=False), torch.nn.Flatten(0))
+    with torch.no_grad():
+        discriminator[0].weight.copy_(torch.tensor([[0.6, 0.0, 0.0, 0.8]]))
+    model = GAN(
+        MLPGenerator(latent_dim=2, hidden=[8]), discriminator, pack=2, penalty=penalty, ema_decay=None
+    )
+    trainer = fit(model, datamodule=Ring(num_train=200, num_val=10, batch_size=8), batches=1)
+    assert trainer.callback_metrics[f"train/{key}"].item() == pytest.approx(expected, abs=1e-5)

@@ -63,7 +63,8 @@ class GAN(GenerativeModule):
         loss: the adversarial objective (``lit_gen.losses.NonSaturating``, ``Hinge``, ``Wasserstein``...).
         penalty: optional regulariser of D (``lit_gen.losses.WGANGP``, ``lit_gen.losses.R1``).
         n_critic: discriminator steps (batches) per generator step.
-        pack: PacGAN packing degree: D sees ``pack`` samples concatenated along the channel/feature axis.
+        pack: PacGAN packing degree: D sees ``pack`` samples concatenated along the channel/feature axis
+            (gradient penalties are taken with respect to these packed inputs).
         ema_decay: decay of the generator's exponential moving average, used for sampling; None disables it.
         ema_rampup: ramps the EMA's half-life up with training (StyleGAN2-ADA's ``ema_rampup``): at generator
             step ``t`` the half-life is ``min(h, ema_rampup * t)`` steps, ``h`` that of ``ema_decay``: never
@@ -241,11 +242,21 @@ class GAN(GenerativeModule):
         # the 0 is where the rank used to be: single-process streams are unchanged
         return derived_seed(self.noise_seed, 0, int(self.batches_seen), stream)
 
+    def packed(self, x: Tensor) -> Tensor:
+        """D's inputs: ``pack`` consecutive samples concatenated along the channel/feature axis."""
+        return x.reshape(x.shape[0] // self.pack, -1, *x.shape[2:]) if self.pack > 1 else x
+
     def discriminate(self, x: Tensor) -> Tensor:
         """D's logits for a batch in model space, packing ``pack`` consecutive samples into one D input."""
-        if self.pack > 1:
-            x = x.reshape(x.shape[0] // self.pack, -1, *x.shape[2:])
-        return self.discriminator(x)
+        return self.discriminator(self.packed(x))
+
+    def discriminator_penalty(self, real: Tensor, fake: Tensor) -> Tensor:
+        """The penalty on what D reads: gradients with respect to each packed input (not to its members, which
+        would divide R1 by ``pack`` and make WGAN-GP constrain the members' gradient norms), and one
+        interpolation weight per packed input."""
+        real, fake = self.packed(real), self.packed(fake.detach())
+        mix = self._global_draw(torch.rand, _MIX, real.shape[0])
+        return self.penalty(self.discriminator, real, fake, mix)
 
     @staticmethod
     def to_model_space(x: Tensor) -> Tensor:
@@ -276,8 +287,7 @@ class GAN(GenerativeModule):
         losses = {"train/d_loss": d_loss.detach()}
         d_total = d_loss
         if self.penalty is not None:
-            mix = self._global_draw(torch.rand, _MIX, n)
-            penalty = self.penalty(self.discriminate, real, fake.detach(), mix)
+            penalty = self.discriminator_penalty(real, fake)
             losses[f"train/{self.penalty.name}"] = penalty.detach()
             d_total = d_loss + penalty
         opt_d.zero_grad(set_to_none=True)
