@@ -149,6 +149,8 @@ def test_bad_arguments_name_the_key():
         toy_gan(pack=0)
     with pytest.raises(LitGenError, match="model.ema_decay"):
         toy_gan(ema_decay=1.0)
+    with pytest.raises(LitGenError, match="model.ema_rampup"):
+        toy_gan(ema_rampup=0.0)
     with pytest.raises(LitGenError, match="latent_dim"):
         GAN(torch.nn.Linear(2, 2), MLPDiscriminator(hidden=[4]))
 
