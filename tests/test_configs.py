@@ -108,3 +108,34 @@ def test_fast_dev_run(cli, config, request):
         f"CONFIG_OVERRIDES in tests/test_configs.py.\n{err[-3000:]}"
     )
     assert "Traceback" not in err and "lit_gen: error" not in err
+
+
+def gan_schedule(config: str) -> tuple[dict, int, int]:
+    """The model's init_args, and the generator / discriminator steps the config's max_steps make."""
+    raw = yaml.safe_load((CONFIGS / config).read_text())
+    model = raw["model"]["init_args"]
+    n_critic = model["n_critic"]
+    batches = raw["trainer"]["max_steps"] * n_critic // (n_critic + 1)
+    return model, batches // n_critic, batches
+
+
+def test_sngan_decays_both_learning_rates_linearly_to_zero_over_training():
+    """mimicry's SN-GAN (lr_decay: linear, after SN-GAN's Chainer code)."""
+    model, g_steps, d_steps = gan_schedule("sngan_cifar10.yaml")
+    for player, steps in (("generator", g_steps), ("discriminator", d_steps)):
+        scheduler = model.get(f"{player}_lr_scheduler")
+        assert scheduler is not None, player
+        assert scheduler["class_path"] == "torch.optim.lr_scheduler.LinearLR"
+        assert scheduler["init_args"] == {"start_factor": 1.0, "end_factor": 0.0, "total_iters": steps}
+
+
+def test_wgan_gp_follows_algorithm_1_of_the_paper():
+    """Gulrajani et al. 2017, Algorithm 1: lambda 10, n_critic 5, Adam(1e-4, (0, 0.9)), batch 64, no decay."""
+    model, _, _ = gan_schedule("wgan_gp_cifar10.yaml")
+    raw = yaml.safe_load((CONFIGS / "wgan_gp_cifar10.yaml").read_text())
+    assert "Algorithm 1" in (CONFIGS / "wgan_gp_cifar10.yaml").read_text().split("seed_everything")[0]
+    assert model["penalty"]["init_args"] == {"weight": 10.0} and model["n_critic"] == 5
+    for player in ("generator", "discriminator"):
+        assert model[f"{player}_optimizer"]["init_args"] == {"lr": 0.0001, "betas": [0.0, 0.9]}, player
+        assert model.get(f"{player}_lr_scheduler") is None, player
+    assert raw["data"]["init_args"]["batch_size"] == 64

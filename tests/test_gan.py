@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import copy
 from functools import partial
 from types import SimpleNamespace
 
@@ -10,9 +11,10 @@ import pytest
 import torch
 from lightning.pytorch import Callback, Trainer
 
-from lit_gen.data import Digits, Ring
+from lit_gen.data import Digits, GaussianMixture, Ring
 from lit_gen.errors import LitGenError
-from lit_gen.losses import WGANGP, Wasserstein
+from lit_gen.losses import R1, WGANGP, Wasserstein
+from lit_gen.metrics.functional import frechet_distance
 from lit_gen.models import GAN
 from lit_gen.nets import DCGANDiscriminator, DCGANGenerator, MLPDiscriminator, MLPGenerator
 
@@ -147,6 +149,8 @@ def test_bad_arguments_name_the_key():
         toy_gan(pack=0)
     with pytest.raises(LitGenError, match="model.ema_decay"):
         toy_gan(ema_decay=1.0)
+    with pytest.raises(LitGenError, match="model.ema_rampup"):
+        toy_gan(ema_rampup=0.0)
     with pytest.raises(LitGenError, match="latent_dim"):
         GAN(torch.nn.Linear(2, 2), MLPDiscriminator(hidden=[4]))
 
@@ -154,10 +158,11 @@ def test_bad_arguments_name_the_key():
 # --- EMA -----------------------------------------------------------------------------------------------------
 
 
-def test_update_ema_is_the_decay_weighted_average_and_copies_buffers():
-    model = image_gan(ema_decay=0.75)
+def test_update_ema_is_the_decay_weighted_average_and_leaves_batchnorm_statistics_alone():
+    model = image_gan(ema_decay=0.75, ema_rampup=None)
     params = dict(model.generator.named_parameters())
     ema_params = dict(model.generator_ema.module.named_parameters())
+    ema_buffers = {k: v.clone() for k, v in model.generator_ema.module.named_buffers()}
     with torch.no_grad():
         for p in params.values():
             p.fill_(1.0)
@@ -170,37 +175,109 @@ def test_update_ema_is_the_decay_weighted_average_and_copies_buffers():
     model.update_ema()
     for name, p in ema_params.items():
         assert torch.allclose(p, torch.full_like(p, 0.75 * 1.0 + 0.25 * 3.0)), name
-    for (name, b), (_, ema_b) in zip(
-        model.generator.named_buffers(), model.generator_ema.module.named_buffers()
-    ):
-        assert torch.equal(b, ema_b), name
+    # the live generator's BatchNorm statistics do not belong to the EMA weights: not copied
+    for name, b in model.generator_ema.module.named_buffers():
+        assert torch.equal(b, ema_buffers[name]), name
     assert all(not p.requires_grad for p in ema_params.values())
 
 
-def test_ema_after_training_matches_the_average_computed_by_hand():
+def test_ema_rampup_shortens_the_half_life_early_in_training():
+    model = toy_gan(ema_decay=0.9999, ema_rampup=0.05)
+    assert model.ema_decay_at(0) == 0.0  # the first update copies
+    assert model.ema_decay_at(20) == pytest.approx(0.5)  # half-life 0.05 x 20 = 1 step
+    assert model.ema_decay_at(2000) == pytest.approx(0.5 ** (1 / 100))
+    # half-life of 0.9999: ln 2 / -ln 0.9999 = 6931 steps, reached after 138,620 steps
+    assert model.ema_decay_at(200_000) == 0.9999
+    assert toy_gan(ema_decay=0.9999, ema_rampup=None).ema_decay_at(20) == 0.9999
+
+
+@pytest.mark.parametrize("rampup", [None, 0.5])
+def test_ema_after_training_matches_the_average_computed_by_hand(rampup):
     decay = 0.8
     recorder = StepRecorder()
-    model = image_gan(ema_decay=decay)
+    model = image_gan(ema_decay=decay, ema_rampup=rampup)
     fit(model, datamodule=Digits(image_size=8, batch_size=8), batches=4, callbacks=[recorder])
     after_g_steps = [e["g_after"] for e in recorder.events if e["player"] == "G"]
     assert len(after_g_steps) == 4
     expected = dict(after_g_steps[0])
-    for params in after_g_steps[1:]:
-        expected = {k: decay * expected[k] + (1 - decay) * params[k] for k in expected}
+    for t, params in enumerate(after_g_steps[1:], start=1):
+        # rampup 0.5: half-lives 0.5, 1, 1.5 steps -> decays 0.25, 0.5, 0.63, all under 0.8
+        d = decay if rampup is None else min(decay, 0.5 ** (1 / (rampup * t)))
+        expected = {k: d * expected[k] + (1 - d) * params[k] for k in expected}
     ema = dict(model.generator_ema.module.named_parameters())
     for name, value in expected.items():
         assert torch.allclose(ema[name], value, atol=1e-6), name
         assert not torch.allclose(ema[name], after_g_steps[-1][name]), f"{name}: EMA equals the live weights"
-    # BatchNorm statistics: copied from the live generator, which has moved away from its initial ones
-    live, averaged = dict(model.generator.named_buffers()), dict(model.generator_ema.module.named_buffers())
-    assert live.keys() == averaged.keys() and any(k.endswith("running_mean") for k in live)
-    for name in live:
-        assert torch.equal(live[name], averaged[name]), name
-    assert any(k.endswith("running_mean") and v.abs().sum() > 0 for k, v in live.items())
+
+
+def test_ema_batchnorm_statistics_are_those_of_the_ema_weights():
+    model = image_gan(ema_decay=0.9, ema_rampup=None)
+    fit(model, datamodule=Digits(image_size=8, batch_size=8), batches=6)
+    model.generate(4, generator=torch.Generator().manual_seed(0))
+    ema = model.generator_ema.module
+    # the statistics of each BatchNorm layer's input under the EMA weights, over many latents
+    inputs: dict[str, list[torch.Tensor]] = {}
+    norms = {name: m for name, m in ema.named_modules() if isinstance(m, torch.nn.BatchNorm2d)}
+    reference = copy.deepcopy(ema).train()
+    hooks = [
+        m.register_forward_pre_hook(lambda m, args, name=name: inputs.setdefault(name, []).append(args[0]))
+        for name, m in reference.named_modules()
+        if name in norms
+    ]
+    with torch.no_grad():
+        reference(torch.randn(4096, model.latent_dim, generator=torch.Generator().manual_seed(1)))
+    for hook in hooks:
+        hook.remove()
+    assert norms
+    for name, m in norms.items():
+        x = inputs[name][0].transpose(0, 1).flatten(1)
+        scale = x.std(dim=1).mean()
+        assert torch.allclose(m.running_mean, x.mean(dim=1), atol=0.05 * scale), name
+        assert torch.allclose(m.running_var, x.var(dim=1), rtol=0.1), name
+    # the live generator keeps its own (training) statistics
+    live = dict(model.generator.named_buffers())
+    assert any(not torch.equal(live[k], b) for k, b in ema.named_buffers() if k.endswith("running_mean"))
+
+
+def test_ema_generator_is_not_far_worse_than_the_live_one_early_in_training():
+    """With a slow EMA (0.999) and no ramp-up the EMA generator is mostly its random initialisation for the
+    first thousands of steps; with the default ramp-up it stays close to the live generator. The data: one
+    Gaussian away from the origin, which the live generator learns in a few dozen steps."""
+    data = GaussianMixture([[2.0, 2.0]], std=0.5, num_train=12_800, num_val=10, batch_size=64)
+    data.setup()
+    real = data.train_set.tensors[0]
+    real_mean, real_cov = real.mean(0), real.T.cov()
+
+    def fd(points: torch.Tensor) -> float:
+        return float(frechet_distance(points.mean(0), points.T.cov(), real_mean, real_cov))
+
+    distances: list[tuple[float, float]] = []
+
+    class Compare(Callback):
+        def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
+            if (batch_idx + 1) % 25 == 0:
+                rng = partial(torch.Generator().manual_seed, 0)
+                ema, live = pl_module.generate(2000, rng()), pl_module.generate(2000, rng(), ema=False)
+                distances.append((fd(ema), fd(live)))
+
+    torch.manual_seed(0)
+    adam = partial(torch.optim.Adam, lr=1e-3, betas=(0.5, 0.999))
+    model = GAN(
+        MLPGenerator(latent_dim=2, hidden=[32, 32]),
+        MLPDiscriminator(data_dim=2, hidden=[32, 32]),
+        ema_decay=0.999,
+        generator_optimizer=adam,
+        discriminator_optimizer=adam,
+        noise_seed=0,
+    )
+    fit(model, datamodule=data, batches=200, callbacks=[Compare()])
+    assert len(distances) == 8
+    for ema, live in distances:
+        assert ema <= 2.0 * live + 0.5, distances
 
 
 def test_generate_uses_the_ema_generator_unless_told_otherwise():
-    model = image_gan(ema_decay=0.9)
+    model = image_gan(ema_decay=0.9, ema_rampup=None)
     fit(model, datamodule=Digits(image_size=8, batch_size=8), batches=3)
     ema = model.generate(4, generator=torch.Generator().manual_seed(0))
     live = model.generate(4, generator=torch.Generator().manual_seed(0), ema=False)
@@ -338,3 +415,55 @@ def test_mode_metrics_log_every_n_batches_and_once_at_the_end(every_n_batches):
     model = GAN(MLPGenerator(latent_dim=2, hidden=[8]), MLPDiscriminator(data_dim=2, hidden=[8]))
     trainer.fit(model, datamodule=Ring(num_train=64, num_val=8, batch_size=8))
     assert recorder.steps == {3: [3, 6, 8], 4: [4, 8]}[every_n_batches]
+
+
+# --- checkpoints -----------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(("n_critic", "every"), [(1, 3), (2, 4), (5, 4)])
+def test_a_checkpoint_is_saved_whenever_a_multiple_of_every_n_train_steps_is_reached_or_passed(
+    tmp_path, n_critic, every
+):
+    """global_step advances by 2 on generator-step batches, so it can jump over a multiple of N."""
+    from lit_gen.callbacks.reliability import Checkpoint
+
+    batches = 15
+    steps = [b + b // n_critic for b in range(1, batches + 1)]  # global_step after each batch
+    checkpoint = Checkpoint(dirpath=tmp_path, filename="{step}", every_n_train_steps=every, save_top_k=-1)
+    trainer = Trainer(
+        accelerator="cpu",
+        max_steps=steps[-1],
+        limit_val_batches=0,
+        logger=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        callbacks=[checkpoint],
+    )
+    trainer.fit(toy_gan(n_critic=n_critic, ema_decay=None), datamodule=Ring(num_train=400, batch_size=8))
+    saved = sorted(int(p.stem.removeprefix("step=")) for p in tmp_path.glob("step=*.ckpt"))
+    expected = sorted({min(s for s in steps if s >= k * every) for k in range(1, steps[-1] // every + 1)})
+    assert saved == expected
+
+
+# --- gradient penalties with PacGAN packing --------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("penalty", "key", "expected"),
+    [
+        (WGANGP(weight=10.0), "gradient_penalty", 0.0),  # ||grad|| = ||w|| = 1 on every packed input
+        (R1(gamma=2.0), "r1_penalty", 1.0),  # gamma / 2 * ||w||^2
+    ],
+    ids=["wgan-gp", "r1"],
+)
+def test_gradient_penalties_are_computed_on_the_packed_inputs_d_reads(penalty, key, expected):
+    """A linear D on packs of 2 points, w = (0.6, 0, 0, 0.8): the gradient of each D input has norm 1, those
+    of the two members 0.6 and 0.8 (per member: WGAN-GP 10 x ((0.4^2 + 0.2^2) / 2) = 1, R1 halved)."""
+    discriminator = torch.nn.Sequential(torch.nn.Linear(4, 1, bias=False), torch.nn.Flatten(0))
+    with torch.no_grad():
+        discriminator[0].weight.copy_(torch.tensor([[0.6, 0.0, 0.0, 0.8]]))
+    model = GAN(
+        MLPGenerator(latent_dim=2, hidden=[8]), discriminator, pack=2, penalty=penalty, ema_decay=None
+    )
+    trainer = fit(model, datamodule=Ring(num_train=200, num_val=10, batch_size=8), batches=1)
+    assert trainer.callback_metrics[f"train/{key}"].item() == pytest.approx(expected, abs=1e-5)

@@ -61,6 +61,27 @@ def test_dcgan_discriminator_normalisation(norm, layer):
         assert torch.allclose(discriminator(x)[:1], discriminator(x[:1]), atol=1e-6)
 
 
+@pytest.mark.parametrize("spectral_norm", [True, False])
+def test_resnet_initialisation_is_xavier_uniform_as_in_sngan(spectral_norm):
+    """Gain sqrt(2) in the residual branches (conv1, conv2), 1 in shortcuts and the first / last layers: the
+    weights are uniform on +-gain sqrt(6 / (fan_in + fan_out)), so their std is gain sqrt(2 / (fan_in + fan_out))."""
+    torch.manual_seed(0)
+    nets = [ResNetGenerator(width=64), ResNetDiscriminator(width=64, spectral_norm=spectral_norm)]
+    layers = [
+        (name, m) for net in nets for name, m in net.named_modules() if isinstance(m, (nn.Conv2d, nn.Linear))
+    ]
+    assert len(layers) == 11 + 11
+    for name, m in layers:
+        weight = m.parametrizations.weight.original if parametrize.is_parametrized(m) else m.weight
+        fan_in, fan_out = nn.init._calculate_fan_in_and_fan_out(weight)
+        gain = 2**0.5 if name.endswith(("conv1", "conv2")) else 1.0
+        bound = gain * (6.0 / (fan_in + fan_out)) ** 0.5
+        assert weight.abs().max() <= bound, name
+        assert weight.std().item() == pytest.approx(
+            bound / 3**0.5, rel=0.1 if weight.numel() > 500 else 0.5
+        ), name
+
+
 def test_resnet_gan_shapes():
     generator = ResNetGenerator(latent_dim=16, channels=3, width=8)
     images = generator(torch.randn(2, 16))

@@ -7,6 +7,8 @@
   forked RNG, so evaluating never shifts the training stream (an uninterrupted and a resumed run would
   otherwise differ by the validations one of them skipped);
 - the checkpoint IO is ``lit_gen.checkpoints.SafeCheckpointIO``: atomic writes, ``weights_only`` loads;
+- ``every_n_train_steps`` saves when the global step reaches *or passes* a multiple of N: a GAN's global step
+  advances by 2 on generator-step batches, so it can step over a multiple (Lightning saves only on exact ones);
 - ``last.ckpt`` always holds the final state at the end of ``fit`` (Lightning skips it when an earlier step
   was saved) and is written when the run is stopped by SIGTERM or a first Ctrl-C: both stop at the end of
   the current batch — never between the two players' steps — save, and exit with status 143 / 130. A second
@@ -59,8 +61,10 @@ class Checkpoint(ModelCheckpoint):
     """``ModelCheckpoint`` (same arguments) that also makes resume bit-exact and stopping safe; see the module
     docstring. The CLI's ``--checkpoint.*`` options configure it."""
 
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)
+    def __init__(self, *args: Any, every_n_train_steps: int | None = None, **kwargs: Any) -> None:
+        super().__init__(*args, every_n_train_steps=every_n_train_steps, **kwargs)
+        self._every_n_steps = every_n_train_steps or 0
+        self._step_at_batch_start = 0
         self._rng_to_restore: dict[str, Any] | None = None
         self._validation_rng: dict[str, Any] | None = None
         self._stop_signal: int | None = None
@@ -118,16 +122,34 @@ class Checkpoint(ModelCheckpoint):
 
     # --- saving --------------------------------------------------------------------------------------------
 
+    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:
+        self._step_at_batch_start = trainer.global_step
+
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
         with warnings.catch_warnings():
             # Lightning warns that manual optimization saves the state *after* the optimizer steps: that
             # is the state a resumed run must start from
             warnings.filterwarnings("ignore", message=".*pre-optimization state.*")
             super().on_train_batch_end(trainer, pl_module, outputs, batch, batch_idx)
+        n, step = self._every_n_steps, trainer.global_step
+        # Lightning saved if step is a multiple of n; this batch may also have stepped over one
+        if n >= 1 and step % n != 0 and step // n > self._step_at_batch_start // n:
+            self.save_now(trainer)
         # the final batch: save here, not in on_train_end, where Lightning has already counted the cut-short
         # epoch as complete (a run resumed from there would start the next epoch early)
         if _is_max_limit_reached(trainer.global_step, trainer.max_steps):
             self.save_last_now(trainer)
+
+    def save_now(self, trainer: Trainer) -> None:
+        """Saves the top-k and last checkpoints for the current step, as Lightning does on a multiple of
+        ``every_n_train_steps`` (not while the monitored metric is missing)."""
+        if self._should_skip_saving_checkpoint(trainer):
+            return
+        candidates = self._monitor_candidates(trainer)
+        if self.monitor is not None and self.monitor not in candidates:
+            return
+        self._save_topk_checkpoint(trainer, candidates)
+        self._save_last_checkpoint(trainer, candidates)
 
     def save_last_now(self, trainer: Trainer) -> None:
         """Writes ``last.ckpt`` for the current step unless it was just written."""

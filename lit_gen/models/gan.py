@@ -29,7 +29,7 @@ from lightning.pytorch.cli import LRSchedulerCallable, OptimizerCallable
 from lightning.pytorch.strategies import DDPStrategy
 from lightning.pytorch.utilities import rank_zero_info
 from torch import Tensor, nn
-from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
+from torch.optim.swa_utils import AveragedModel
 
 from lit_gen.errors import LitGenError
 from lit_gen.losses import AdversarialLoss, NonSaturating, Penalty
@@ -40,6 +40,15 @@ def _adam_dcgan(params) -> torch.optim.Optimizer:
     """Adam(lr=2e-4, betas=(0.5, 0.999)), the DCGAN paper's setting for both players."""
     return torch.optim.Adam(params, lr=2e-4, betas=(0.5, 0.999))
 
+
+def _batch_norms(net: nn.Module) -> list[nn.modules.batchnorm._BatchNorm]:
+    return [
+        m for m in net.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm) and m.track_running_stats
+    ]
+
+
+#: forward passes (and latents per pass) that recompute the EMA generator's BatchNorm statistics
+EMA_STATISTICS_BATCHES, EMA_STATISTICS_BATCH_SIZE = 8, 128
 
 # noise streams: the latents (one G forward serves both players) and the penalty's interpolation
 _D_NOISE, _MIX = 0, 2
@@ -54,8 +63,13 @@ class GAN(GenerativeModule):
         loss: the adversarial objective (``lit_gen.losses.NonSaturating``, ``Hinge``, ``Wasserstein``...).
         penalty: optional regulariser of D (``lit_gen.losses.WGANGP``, ``lit_gen.losses.R1``).
         n_critic: discriminator steps (batches) per generator step.
-        pack: PacGAN packing degree: D sees ``pack`` samples concatenated along the channel/feature axis.
+        pack: PacGAN packing degree: D sees ``pack`` samples concatenated along the channel/feature axis
+            (gradient penalties are taken with respect to these packed inputs).
         ema_decay: decay of the generator's exponential moving average, used for sampling; None disables it.
+        ema_rampup: ramps the EMA's half-life up with training (StyleGAN2-ADA's ``ema_rampup``): at generator
+            step ``t`` the half-life is ``min(h, ema_rampup * t)`` steps, ``h`` that of ``ema_decay``: never
+            more than this fraction of the steps so far (the first update copies the weights); None:
+            ``ema_decay`` from the first step.
         generator_optimizer / discriminator_optimizer: each player's optimizer (injected from the config).
         generator_lr_scheduler / discriminator_lr_scheduler: optional schedulers, stepped after each step of
             their player.
@@ -74,6 +88,7 @@ class GAN(GenerativeModule):
         n_critic: int = 1,
         pack: int = 1,
         ema_decay: float | None = 0.999,
+        ema_rampup: float | None = 0.05,
         generator_optimizer: OptimizerCallable = _adam_dcgan,
         discriminator_optimizer: OptimizerCallable = _adam_dcgan,
         generator_lr_scheduler: LRSchedulerCallable | None = None,
@@ -89,6 +104,8 @@ class GAN(GenerativeModule):
             raise LitGenError(f"model.pack must be a positive integer, got {pack}")
         if ema_decay is not None and not 0.0 <= ema_decay < 1.0:
             raise LitGenError(f"model.ema_decay must be in [0, 1) or null, got {ema_decay}")
+        if ema_rampup is not None and ema_rampup <= 0:
+            raise LitGenError(f"model.ema_rampup must be positive or null, got {ema_rampup}")
         if not hasattr(generator, "latent_dim"):
             raise LitGenError(f"model.generator {type(generator).__name__} has no `latent_dim` attribute")
         self.save_hyperparameters_without_modules()
@@ -107,12 +124,14 @@ class GAN(GenerativeModule):
         if gradient_clip_val is not None and gradient_clip_val <= 0:
             raise LitGenError(f"model.gradient_clip_val must be positive or null, got {gradient_clip_val}")
         self.gradient_clip_val, self.gradient_clip_algorithm = gradient_clip_val, gradient_clip_algorithm
+        self.ema_decay, self.ema_rampup = ema_decay, ema_rampup
         self.generator_ema: AveragedModel | None = None
         if ema_decay is not None:
-            self.generator_ema = AveragedModel(
-                generator, multi_avg_fn=get_ema_multi_avg_fn(ema_decay), use_buffers=False
-            )
+            # AveragedModel only holds the copy and counts the updates (n_averaged); update_ema averages
+            self.generator_ema = AveragedModel(generator, use_buffers=False)
             self.generator_ema.requires_grad_(False)
+        # whether the EMA generator's BatchNorm statistics are those of older weights (see ema_statistics)
+        self._ema_statistics_stale = True
         # batches trained on so far; a buffer so that it is checkpointed and restored exactly
         self.register_buffer("batches_seen", torch.zeros((), dtype=torch.long))
         # the latest generator step's loss, logged on logging batches without a generator step
@@ -227,11 +246,21 @@ class GAN(GenerativeModule):
         # the 0 is where the rank used to be: single-process streams are unchanged
         return derived_seed(self.noise_seed, 0, int(self.batches_seen), stream)
 
+    def packed(self, x: Tensor) -> Tensor:
+        """D's inputs: ``pack`` consecutive samples concatenated along the channel/feature axis."""
+        return x.reshape(x.shape[0] // self.pack, -1, *x.shape[2:]) if self.pack > 1 else x
+
     def discriminate(self, x: Tensor) -> Tensor:
         """D's logits for a batch in model space, packing ``pack`` consecutive samples into one D input."""
-        if self.pack > 1:
-            x = x.reshape(x.shape[0] // self.pack, -1, *x.shape[2:])
-        return self.discriminator(x)
+        return self.discriminator(self.packed(x))
+
+    def discriminator_penalty(self, real: Tensor, fake: Tensor) -> Tensor:
+        """The penalty on what D reads: gradients with respect to each packed input (not to its members, which
+        would divide R1 by ``pack`` and make WGAN-GP constrain the members' gradient norms), and one
+        interpolation weight per packed input."""
+        real, fake = self.packed(real), self.packed(fake.detach())
+        mix = self._global_draw(torch.rand, _MIX, real.shape[0])
+        return self.penalty(self.discriminator, real, fake, mix)
 
     @staticmethod
     def to_model_space(x: Tensor) -> Tensor:
@@ -262,8 +291,7 @@ class GAN(GenerativeModule):
         losses = {"train/d_loss": d_loss.detach()}
         d_total = d_loss
         if self.penalty is not None:
-            mix = self._global_draw(torch.rand, _MIX, n)
-            penalty = self.penalty(self.discriminate, real, fake.detach(), mix)
+            penalty = self.discriminator_penalty(real, fake)
             losses[f"train/{self.penalty.name}"] = penalty.detach()
             d_total = d_loss + penalty
         opt_d.zero_grad(set_to_none=True)
@@ -311,30 +339,80 @@ class GAN(GenerativeModule):
         if "train/g_loss" in logs:
             self.log("g_loss", logs["train/g_loss"], prog_bar=True, logger=False)
 
+    def ema_decay_at(self, updates: int) -> float:
+        """The EMA decay of update number ``updates + 1`` (``updates`` generator steps averaged before it)."""
+        if self.ema_rampup is None:
+            return 0.0 if updates == 0 else self.ema_decay
+        half_life = self.ema_rampup * updates
+        if half_life <= 0.0:
+            return 0.0
+        # decay**h == 1/2: a shorter half-life than ema_decay's is a smaller decay
+        return min(self.ema_decay, 0.5 ** (1.0 / half_life))
+
     @torch.no_grad()
     def update_ema(self) -> None:
-        """EMA of the generator's parameters; buffers (BatchNorm statistics) are copied from the live generator,
-        as in StyleGAN2-ADA: averaged running statistics do not match averaged weights."""
-        self.generator_ema.update_parameters(self.generator)
-        for ema_buffer, buffer in zip(self.generator_ema.module.buffers(), self.generator.buffers()):
-            ema_buffer.copy_(buffer)
+        """One EMA step of the generator's parameters (the decay ramped up by ``ema_rampup``). Buffers other
+        than BatchNorm statistics (e.g. spectral norm's power-iteration vectors) are copied from the live
+        generator; BatchNorm statistics are recomputed for the EMA weights before they are next used
+        (``ema_statistics``): neither the live generator's nor averaged ones belong to averaged weights."""
+        ema = self.generator_ema
+        decay = self.ema_decay_at(int(ema.n_averaged))
+        for ema_p, p in zip(ema.module.parameters(), self.generator.parameters()):
+            if decay == 0.0:
+                ema_p.copy_(p)
+            else:
+                ema_p.lerp_(p.detach(), 1.0 - decay)
+        norm_buffers = {id(b) for m in _batch_norms(ema.module) for b in m.buffers()}
+        for ema_b, b in zip(ema.module.buffers(), self.generator.buffers()):
+            if id(ema_b) not in norm_buffers:
+                ema_b.copy_(b)
+        ema.n_averaged += 1
+        self._ema_statistics_stale = True
+
+    @torch.no_grad()
+    def ema_statistics(self) -> None:
+        """Recomputes the EMA generator's BatchNorm running statistics for its current weights, when they
+        changed since the last time: the average over ``EMA_STATISTICS_BATCHES`` training-mode forward passes of
+        ``EMA_STATISTICS_BATCH_SIZE`` latents drawn from a fixed seed (no global RNG is touched)."""
+        if self.generator_ema is None or not self._ema_statistics_stale:
+            return
+        net = self.generator_ema.module
+        norms = _batch_norms(net)
+        if norms:
+            momenta = [m.momentum for m in norms]
+            for m in norms:
+                m.reset_running_stats()
+                m.momentum = None  # a cumulative average over the passes
+            rng = torch.Generator().manual_seed(self.noise_seed)
+            was_training = net.training
+            net.train()
+            for _ in range(EMA_STATISTICS_BATCHES):
+                net(torch.randn(EMA_STATISTICS_BATCH_SIZE, self.latent_dim, generator=rng).to(self.device))
+            net.train(was_training)
+            for m, momentum in zip(norms, momenta):
+                m.momentum = momentum
+        self._ema_statistics_stale = False
 
     # --- sampling --------------------------------------------------------------------------------------------
 
     @property
     def sampling_generator(self) -> nn.Module:
-        """The network used for samples and evaluation: the EMA generator when there is one."""
+        """The network used for samples and evaluation: the EMA generator when there is one (``generate`` and
+        ``forward`` first bring its BatchNorm statistics up to date)."""
         return self.generator_ema.module if self.generator_ema is not None else self.generator
 
     def generate(
         self, num_samples: int, generator: torch.Generator | None = None, ema: bool = True
     ) -> Tensor:
         net = self.sampling_generator if ema else self.generator
+        if net is not self.generator:
+            self.ema_statistics()
         z = torch.randn(num_samples, self.latent_dim, generator=generator).to(self.device)
         with eval_mode(net):
             return self.to_data_space(net(z)).float()
 
     def forward(self, z: Tensor) -> Tensor:
+        self.ema_statistics()
         return self.sampling_generator(z)
 
     # --- checkpoint ------------------------------------------------------------------------------------------
@@ -344,3 +422,4 @@ class GAN(GenerativeModule):
 
     def on_load_checkpoint(self, checkpoint: dict) -> None:
         self.noise_seed = checkpoint.get("noise_seed", self.noise_seed)
+        self._ema_statistics_stale = True

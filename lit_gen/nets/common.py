@@ -11,6 +11,13 @@ def maybe_spectral_norm(module: nn.Module, enabled: bool) -> nn.Module:
     return nn.utils.parametrizations.spectral_norm(module) if enabled else module
 
 
+def xavier(layer: nn.Module, gain: float = 1.0) -> nn.Module:
+    """Xavier-uniform weights (Glorot & Bengio 2010) with ``gain``; the bias keeps PyTorch's default. Apply it
+    before ``maybe_spectral_norm``, whose power iteration starts from the weight it wraps."""
+    nn.init.xavier_uniform_(layer.weight, gain)
+    return layer
+
+
 def dcgan_init(module: nn.Module) -> None:
     """DCGAN initialisation: conv weights N(0, 0.02), norm weights N(1, 0.02), biases 0."""
     for m in module.modules():

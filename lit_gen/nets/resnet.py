@@ -1,11 +1,19 @@
-"""ResNet generator and discriminator in the SNGAN CIFAR-10 style (Miyato et al. 2018, appendix B.4)."""
+"""ResNet generator and discriminator in the SNGAN CIFAR-10 style (Miyato et al. 2018, appendix B.4).
+
+Initialisation as in SN-GAN's Chainer code and mimicry (Lee & Town 2020): Xavier-uniform weights, gain sqrt(2)
+in the residual branches' convolutions, 1 in the shortcuts and the first and last layers.
+"""
 
 from __future__ import annotations
+
+import math
 
 from torch import Tensor, nn
 from torch.nn import functional as F
 
-from lit_gen.nets.common import maybe_spectral_norm
+from lit_gen.nets.common import maybe_spectral_norm, xavier
+
+_RESIDUAL_GAIN = math.sqrt(2.0)
 
 
 class _GeneratorBlock(nn.Module):
@@ -14,9 +22,9 @@ class _GeneratorBlock(nn.Module):
     def __init__(self, features: int) -> None:
         super().__init__()
         self.bn1, self.bn2 = nn.BatchNorm2d(features), nn.BatchNorm2d(features)
-        self.conv1 = nn.Conv2d(features, features, 3, 1, 1)
-        self.conv2 = nn.Conv2d(features, features, 3, 1, 1)
-        self.shortcut = nn.Conv2d(features, features, 1)
+        self.conv1 = xavier(nn.Conv2d(features, features, 3, 1, 1), _RESIDUAL_GAIN)
+        self.conv2 = xavier(nn.Conv2d(features, features, 3, 1, 1), _RESIDUAL_GAIN)
+        self.shortcut = xavier(nn.Conv2d(features, features, 1))
 
     def forward(self, x: Tensor) -> Tensor:
         h = F.interpolate(F.relu(self.bn1(x)), scale_factor=2)
@@ -30,10 +38,10 @@ class ResNetGenerator(nn.Module):
     def __init__(self, latent_dim: int = 128, channels: int = 3, width: int = 256, bottom: int = 4) -> None:
         super().__init__()
         self.latent_dim, self.width, self.bottom = latent_dim, width, bottom
-        self.linear = nn.Linear(latent_dim, bottom * bottom * width)
+        self.linear = xavier(nn.Linear(latent_dim, bottom * bottom * width))
         self.blocks = nn.Sequential(*[_GeneratorBlock(width) for _ in range(3)])
         self.out = nn.Sequential(
-            nn.BatchNorm2d(width), nn.ReLU(), nn.Conv2d(width, channels, 3, 1, 1), nn.Tanh()
+            nn.BatchNorm2d(width), nn.ReLU(), xavier(nn.Conv2d(width, channels, 3, 1, 1)), nn.Tanh()
         )
 
     def forward(self, z: Tensor) -> Tensor:
@@ -47,11 +55,13 @@ class _DiscriminatorBlock(nn.Module):
     def __init__(self, in_features: int, features: int, downsample: bool, first: bool, sn: bool) -> None:
         super().__init__()
         self.downsample, self.first = downsample, first
-        self.conv1 = maybe_spectral_norm(nn.Conv2d(in_features, features, 3, 1, 1), sn)
-        self.conv2 = maybe_spectral_norm(nn.Conv2d(features, features, 3, 1, 1), sn)
+        self.conv1 = maybe_spectral_norm(
+            xavier(nn.Conv2d(in_features, features, 3, 1, 1), _RESIDUAL_GAIN), sn
+        )
+        self.conv2 = maybe_spectral_norm(xavier(nn.Conv2d(features, features, 3, 1, 1), _RESIDUAL_GAIN), sn)
         self.learned_shortcut = downsample or in_features != features
         if self.learned_shortcut:
-            self.shortcut = maybe_spectral_norm(nn.Conv2d(in_features, features, 1), sn)
+            self.shortcut = maybe_spectral_norm(xavier(nn.Conv2d(in_features, features, 1)), sn)
 
     def forward(self, x: Tensor) -> Tensor:
         h = x if self.first else F.relu(x)
@@ -79,7 +89,7 @@ class ResNetDiscriminator(nn.Module):
             _DiscriminatorBlock(width, width, downsample=False, first=False, sn=spectral_norm),
             _DiscriminatorBlock(width, width, downsample=False, first=False, sn=spectral_norm),
         )
-        self.linear = maybe_spectral_norm(nn.Linear(width, 1), spectral_norm)
+        self.linear = maybe_spectral_norm(xavier(nn.Linear(width, 1)), spectral_norm)
 
     def forward(self, x: Tensor) -> Tensor:
         h = F.relu(self.blocks(x)).sum(dim=(2, 3))
