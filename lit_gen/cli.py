@@ -206,6 +206,12 @@ class LitGenCLI(LightningCLI):
         parser.add_argument(
             "--run.dir", type=str | None, default=None, help="Use this run directory (e.g. to resume a run)."
         )
+        parser.add_argument(
+            "--run.tags",
+            type=list[str] | None,
+            default=None,
+            help="W&B tags of the run, added to those of the loggers that take tags.",
+        )
         # ModelCheckpoint + exact resume (RNG states) + atomic saves + save on SIGTERM / Ctrl-C
         parser.add_lightning_class_args(Checkpoint, "checkpoint")
         # a run directory holds one run: a re-run into it overwrites last.ckpt instead of adding last-v1.ckpt and
@@ -266,6 +272,11 @@ class LitGenCLI(LightningCLI):
         for logger in _logger_configs(config):  # loggers that set no save_dir write into the run directory
             if logger.init_args.get("save_dir") in (None, "", ".", RUN_DIR_PLACEHOLDER):
                 logger.init_args.save_dir = str(self.run_dir)
+        # the configs share one logger block (configs/shared/loggers.yaml): each config's own tags are run.tags
+        for logger in _logger_configs(config):
+            if config.run.tags and "tags" in logger.init_args:
+                tags = [*(logger.init_args.tags or []), *config.run.tags]
+                logger.init_args.tags = list(dict.fromkeys(tags))
         if self._claimed_run_dir:
             print(f"lit_gen: run directory {self.run_dir}", file=sys.stderr)
 
