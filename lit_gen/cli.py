@@ -339,9 +339,19 @@ _NOISE_PREFIXES = (
 )
 
 
+#: a key whose value names a config file that is not there (e.g. ``trainer.logger: shared/loggers.yaml``)
+_MISSING_SUBCONFIG = re.compile(
+    r'Parser key "([^"]+)":.*?Expected a path but (\S+\.(?:ya?ml|json)) either not accessible', re.DOTALL
+)
+
+
 def summarize_parse_error(message: str) -> str:
     """One line from a jsonargparse message: the key it names and its most specific complaints, without the
     Union/NoneType boilerplate."""
+    missing = _MISSING_SUBCONFIG.match(str(message))
+    if missing:
+        key, path = missing.groups()
+        return f"{key}: no file '{path}' (a relative path in a config file is relative to that file's folder)"
     lines = [line.strip().lstrip("- ").strip() for line in str(message).splitlines()]
     lines = [line for line in lines if line and not line.startswith(_NOISE_PREFIXES)]
     lines = [line for line in lines if line != "Expected a <class 'NoneType'>"]
