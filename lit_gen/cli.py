@@ -436,6 +436,12 @@ class LitGenCLI(LightningCLI):
         parser.add_argument(
             "--run.dir", type=str | None, default=None, help="Use this run directory (e.g. to resume a run)."
         )
+        parser.add_argument(
+            "--run.tags",
+            type=list[str] | None,
+            default=None,
+            help="W&B tags of the run, added to those of the loggers that take tags.",
+        )
         # ModelCheckpoint + exact resume (RNG states) + atomic saves + save on SIGTERM / Ctrl-C
         parser.add_lightning_class_args(Checkpoint, "checkpoint")
         # a run directory holds one run: a re-run into it overwrites last.ckpt instead of adding last-v1.ckpt and
@@ -564,6 +570,11 @@ class LitGenCLI(LightningCLI):
         for logger in _logger_configs(config):  # loggers that set no save_dir write into the run directory
             if logger.init_args.get("save_dir") in (None, "", ".", RUN_DIR_PLACEHOLDER):
                 logger.init_args.save_dir = str(run_dir)
+        # the configs share one logger block (configs/shared/loggers.yaml): each config's own tags are run.tags
+        for logger in _logger_configs(config):
+            if config.run.tags and "tags" in logger.init_args:
+                tags = [*(logger.init_args.tags or []), *config.run.tags]
+                logger.init_args.tags = list(dict.fromkeys(tags))
 
     def cleanup_after_failure(self) -> None:
         """A run that failed before saving a checkpoint leaves its run directory as it was: removed if this run
@@ -688,9 +699,19 @@ _NOISE_PREFIXES = (
 )
 
 
+#: a key whose value names a config file that is not there (e.g. ``trainer.logger: shared/loggers.yaml``)
+_MISSING_SUBCONFIG = re.compile(
+    r'Parser key "([^"]+)":.*?Expected a path but (\S+\.(?:ya?ml|json)) either not accessible', re.DOTALL
+)
+
+
 def summarize_parse_error(message: str) -> str:
     """One line from a jsonargparse message: the key it names and its most specific complaints, without the
     Union/NoneType boilerplate."""
+    missing = _MISSING_SUBCONFIG.match(str(message))
+    if missing:
+        key, path = missing.groups()
+        return f"{key}: no file '{path}' (a relative path in a config file is relative to that file's folder)"
     lines = [line.strip().lstrip("- ").strip() for line in str(message).splitlines()]
     lines = [line for line in lines if line and not line.startswith(_NOISE_PREFIXES)]
     lines = [line for line in lines if line != "Expected a <class 'NoneType'>"]

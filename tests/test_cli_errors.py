@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import errno
 import os
+import shutil
 import urllib.error
 import urllib.request
 from collections.abc import Callable
@@ -36,6 +37,11 @@ def _bad_yaml() -> None:
 def _empty_image_folder() -> None:
     Path("no_images/sub").mkdir(parents=True)
     Path("no_images/sub/readme.txt").write_text("no images here")
+
+
+def _config_without_its_shared_folder() -> None:
+    """A shipped config copied on its own: its ``trainer.logger: shared/loggers.yaml`` names no file."""
+    shutil.copy(CONFIGS / "toy_grid.yaml", "toy_grid.yaml")
 
 
 def _nothing() -> None:
@@ -71,6 +77,11 @@ CASES: dict[str, tuple[Callable[[], None], list[str], str]] = {
     "bad choice": (_nothing, ["fit", "--config", CFG, "--trainer.precision", "17"], "trainer.precision"),
     "missing config file": (_nothing, ["fit", "--config", "missing.yaml"], "missing.yaml"),
     "config file not YAML": (_bad_yaml, ["fit", "--config", "broken.yaml"], "broken.yaml"),
+    "config naming a missing sub-config file": (
+        _config_without_its_shared_folder,
+        ["fit", "--config", "toy_grid.yaml"],
+        "trainer.logger: no file 'shared/loggers.yaml' (a relative path in a config file is relative to",
+    ),
     "unknown class_path": (
         _nothing,
         ["fit", "--config", CFG, "--model", "lit_gen.models.Nope"],

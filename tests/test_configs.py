@@ -1,5 +1,5 @@
 """Every config in ``configs/`` parses (``--print_config``, no data needed) and trains one batch
-(``fit --trainer.fast_dev_run=true``).
+(``fit --trainer.fast_dev_run=true``), taking its loggers from ``configs/shared/loggers.yaml``.
 
 Configs whose data needs a download run on small fixtures (see ``tests/fixtures.py``): MNIST on 1,000 real test
 digits shipped in ``tests/data/mnist``, CIFAR-10 on a tiny fake in its pickle format, image folders on 20 PNGs.
@@ -15,10 +15,13 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
+import torch
 import yaml
-from conftest import CONFIGS, SHAKESPEARE_EXCERPT
+from conftest import CONFIGS, SHAKESPEARE_EXCERPT, run_dirs
 
 CONFIG_FILES = sorted(CONFIGS.glob("*.yaml"))
+#: the logger block every config refers to (``trainer.logger: shared/loggers.yaml``)
+SHARED_LOGGERS = "shared/loggers.yaml"
 
 #: config file name pattern (fnmatch) -> function of test fixtures (by parameter name) returning extra CLI args
 #: for the fast_dev_run test. The first matching pattern applies; a config matching none gets no overrides.
@@ -85,6 +88,21 @@ def test_config_sets_seed_and_says_what_it_is(config):
     assert text.lstrip().startswith("#"), "a config starts with a comment saying what it reproduces"
 
 
+def test_every_config_refers_to_the_shared_loggers_and_keeps_its_own_tags():
+    shared = yaml.safe_load((CONFIGS / SHARED_LOGGERS).read_text())
+    assert [x["class_path"] for x in shared] == [
+        "lit_gen.loggers.OfflineFirstWandbLogger",
+        "lightning.pytorch.loggers.CSVLogger",
+    ]
+    for config in CONFIG_FILES:
+        text = config.read_text()
+        raw = yaml.safe_load(text)
+        assert raw["trainer"]["logger"] == SHARED_LOGGERS, config.name
+        assert "Logger" not in text, f"{config.name}: a copy of a logger block"
+        tags = raw["run"]["tags"]
+        assert tags and all(isinstance(tag, str) for tag in tags), config.name
+
+
 @pytest.mark.parametrize("config", CONFIG_FILES, ids=lambda p: p.name)
 def test_print_config(cli, config):
     code, out, err = cli("fit", "--config", config, "--print_config")
@@ -94,6 +112,9 @@ def test_print_config(cli, config):
     assert printed["seed_everything"] == raw["seed_everything"]
     assert printed["model"]["class_path"] == raw["model"]["class_path"]
     assert printed["data"]["class_path"] == raw["data"]["class_path"]
+    # the shared logger block, read relative to the config's folder (the test runs in a temporary folder)
+    shared = yaml.safe_load((CONFIGS / SHARED_LOGGERS).read_text())
+    assert [x["class_path"] for x in printed["trainer"]["logger"]] == [x["class_path"] for x in shared]
     assert not Path("runs").exists(), "--print_config must not create a run directory"
 
 
@@ -139,3 +160,35 @@ def test_wgan_gp_follows_algorithm_1_of_the_paper():
         assert model[f"{player}_optimizer"]["init_args"] == {"lr": 0.0001, "betas": [0.0, 0.9]}, player
         assert model.get(f"{player}_lr_scheduler") is None, player
     assert raw["data"]["init_args"]["batch_size"] == 64
+
+
+def test_a_config_runs_from_another_folder_and_its_run_config_stands_alone(cli, tmp_path):
+    """From a folder that is not the repository (the test's temporary folder) the shared loggers are found next
+    to the config; the run's config.yaml holds them written out, with the config's tags, and resumes the run
+    wherever the configs are."""
+    config = CONFIGS / "toy_grid.yaml"
+    tags = yaml.safe_load(config.read_text())["run"]["tags"]
+    code, _, err = cli(
+        "fit", "--config", config, "--trainer.max_steps", "4", "--trainer.enable_progress_bar=false"
+    )
+    assert code == 0, err
+    (run_dir,) = run_dirs()
+    saved_text = (run_dir / "config.yaml").read_text()
+    assert SHARED_LOGGERS not in saved_text
+    wandb_logger, csv_logger = yaml.safe_load(saved_text)["trainer"]["logger"]
+    assert wandb_logger["class_path"] == "lit_gen.loggers.OfflineFirstWandbLogger"
+    assert wandb_logger["init_args"]["tags"] == tags
+    assert csv_logger["class_path"] == "lit_gen.loggers.ResumableCSVLogger"
+
+    moved = tmp_path / "elsewhere" / "config.yaml"
+    moved.parent.mkdir()
+    moved.write_text(saved_text)
+    code, _, err = cli(
+        *("fit", "--config", moved, "--ckpt_path", "last", "--trainer.max_steps", "8"),
+        "--trainer.enable_progress_bar=false",
+    )
+    assert code == 0, err
+    assert run_dirs() == [run_dir]
+    checkpoint = torch.load(run_dir / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=False)
+    assert checkpoint["global_step"] == 8
+    assert yaml.safe_load((run_dir / "config.yaml").read_text())["trainer"]["logger"][0] == wandb_logger

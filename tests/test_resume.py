@@ -237,8 +237,9 @@ def test_resume_keeps_the_csv_history_and_replaces_the_retrained_rows(toy_whole,
 
 def test_shipped_configs_log_to_the_csv_logger_that_keeps_its_history():
     csv_loggers = {}
-    for path in sorted(CONFIGS.glob("*.yaml")):
-        loggers = (yaml.safe_load(path.read_text()).get("trainer") or {}).get("logger") or []
+    for path in sorted(CONFIGS.rglob("*.yaml")):  # the experiment configs and the shared logger block
+        data = yaml.safe_load(path.read_text())
+        loggers = data if isinstance(data, list) else (data.get("trainer") or {}).get("logger") or []
         for logger in loggers if isinstance(loggers, list) else [loggers]:
             if isinstance(logger, dict) and "CSV" in logger.get("class_path", ""):
                 csv_loggers[path.name] = logger["class_path"]

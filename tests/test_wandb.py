@@ -281,6 +281,23 @@ def test_the_server_comes_from_wandb_base_url_or_the_settings_file(no_credential
     assert wandb_mode() == "offline"
 
 
+def test_run_tags_are_added_to_the_wandb_loggers_tags_once(cli, tiny_config):
+    """The shipped configs share one logger block and give their own W&B tags as run.tags."""
+    code, _, err = cli("fit", "--config", tiny_config, "--trainer.max_steps=2", "--run.tags=[grid, test]")
+    assert code == 0, err
+    (run_dir,) = run_dirs()
+    config = run_dir / "config.yaml"
+    wandb_logger = yaml.safe_load(config.read_text())["trainer"]["logger"][0]
+    assert wandb_logger["init_args"]["tags"] == ["toy", "test", "grid"]
+    # resuming from the saved config (which holds run.tags and the merged tags) adds no tag twice
+    code, _, err = cli("fit", "--config", config, "--ckpt_path", "last", "--trainer.max_steps=4")
+    assert code == 0, err
+    for run_file in wandb_run_files(run_dir):
+        (run,) = records(run_file)["run"]
+        assert list(run.run.tags) == ["toy", "test", "grid"]
+    assert len(wandb_run_files(run_dir)) == 2
+
+
 @pytest.mark.parametrize(
     "logger", ["CSVLogger", "TensorBoardLogger", "lit_gen.loggers.OfflineFirstWandbLogger"]
 )
@@ -309,21 +326,21 @@ class ParseOnly(LitGenCLI):
 
 
 def test_every_shipped_config_logs_to_wandb_and_accepts_other_loggers():
-    """Each config's logger block holds the W&B logger; --trainer.logger=CSVLogger/TensorBoardLogger replaces
-    it and parses without a save_dir (the run directory is filled in before instantiation)."""
+    """Each config's loggers (configs/shared/loggers.yaml) hold the W&B logger; --trainer.logger=CSVLogger/
+    TensorBoardLogger replaces them and parses without a save_dir (the run directory is filled in before
+    instantiation)."""
     configs = sorted(CONFIGS.glob("*.yaml"))
-    for path in configs:
-        loggers = yaml.safe_load(path.read_text())["trainer"].get("logger")
-        loggers = loggers if isinstance(loggers, list) else [loggers]
-        assert any(
-            isinstance(x, dict) and x.get("class_path") == "lit_gen.loggers.OfflineFirstWandbLogger"
-            for x in loggers
-        ), f"{path.name}: no lit_gen.loggers.OfflineFirstWandbLogger in trainer.logger"
     try:
         ParseOnly(args=["fit", "--config", str(configs[0])])
     except _Parsed as parsed:
         cli = parsed.args[0]
     for path in configs:
+        cli.parse_arguments(cli.parser, ["fit", "--config", str(path)])
+        loggers = cli.config.fit.trainer.logger
+        loggers = loggers if isinstance(loggers, list) else [loggers]
+        assert any(x.get("class_path") == "lit_gen.loggers.OfflineFirstWandbLogger" for x in loggers), (
+            f"{path.name}: no lit_gen.loggers.OfflineFirstWandbLogger in trainer.logger"
+        )
         for logger in ("CSVLogger", "TensorBoardLogger"):
             cli.parse_arguments(cli.parser, ["fit", "--config", str(path), f"--trainer.logger={logger}"])
             parsed_logger = cli.config.fit.trainer.logger
