@@ -86,11 +86,33 @@ def newest_checkpoint(run_dir: str | Path, checkpoint_dir: str | Path) -> Path |
     return max(ranked)[2] if ranked else None
 
 
+#: classes that moved to another module since checkpoints stored their class paths (old path -> new path)
+MOVED_CLASS_PATHS = {
+    "lit_gen.models.vae.Bernoulli": "lit_gen.likelihoods.Bernoulli",
+    "lit_gen.models.vae.Gaussian": "lit_gen.likelihoods.Gaussian",
+    "lit_gen.models.vae.DiscretizedLogistic": "lit_gen.likelihoods.DiscretizedLogistic",
+    "lit_gen.models.vae.BurdaLR": "lit_gen.optim.BurdaLR",
+    "lit_gen.models.autoregressive.WarmupCosineLR": "lit_gen.optim.WarmupCosineLR",
+}
+
+
+def upgrade_class_paths(config: Any) -> Any:
+    """``config`` (stored hyper-parameters: dicts, lists and plain values) with every class path that moved
+    replaced by its new one (``MOVED_CLASS_PATHS``), so that older checkpoints still rebuild their model."""
+    if isinstance(config, str):
+        return MOVED_CLASS_PATHS.get(config, config)
+    if isinstance(config, dict):
+        return {key: upgrade_class_paths(value) for key, value in config.items()}
+    if isinstance(config, (list, tuple)):
+        return type(config)(upgrade_class_paths(value) for value in config)
+    return config
+
+
 def load_model(path: str | Path, key: str = "ckpt_path") -> tuple[LightningModule, dict[str, Any]]:
     """Rebuilds the model a checkpoint was trained with (from the hyper-parameters the CLI stored in it) and
     loads its weights. Returns the model in eval mode and the checkpoint dict."""
     checkpoint = read_checkpoint(path, key)
-    hparams = dict(checkpoint.get("hyper_parameters") or {})
+    hparams = upgrade_class_paths(dict(checkpoint.get("hyper_parameters") or {}))
     hparams.pop("_instantiator", None)
     if "_class_path" not in hparams:
         raise LitGenError(
@@ -106,7 +128,7 @@ def load_datamodule(checkpoint: dict[str, Any]):
     """The datamodule a checkpoint was trained with, or None when it cannot be rebuilt (e.g. data moved)."""
     from lightning.pytorch import LightningDataModule
 
-    hparams = dict(checkpoint.get("datamodule_hyper_parameters") or {})
+    hparams = upgrade_class_paths(dict(checkpoint.get("datamodule_hyper_parameters") or {}))
     hparams.pop("_instantiator", None)
     if "_class_path" not in hparams:
         return None

@@ -4,7 +4,7 @@ File layout written by ``python -m lit_gen sample`` into ``--out_dir``:
 
 - ``samples.pt``: the raw samples as one tensor saved with ``torch.save`` — images (N, C, H, W) float32 in
   [0, 1], points (N, D) float32, or tokens (N, T) int64. Load with ``torch.load(path)``. (Text models write
-  ``samples.txt`` instead: ``Autoregressive.write_text_samples``.)
+  ``samples.txt`` instead: ``lit_gen.commands.sample.write_text_samples``.)
 - images: ``grid.png`` (all samples) and ``images/000000.png``, ``images/000001.png``, ...
 - 2-D points: ``scatter.png``.
 """

@@ -23,8 +23,8 @@ from torch import Tensor
 from lit_gen.data.pixels import PixelVocabulary, quantize
 from lit_gen.data.text import ByteVocabulary, CharVocabulary, RandomWindowBatches, Text, Vocabulary
 from lit_gen.models import Autoregressive
-from lit_gen.models.autoregressive import WarmupCosineLR
 from lit_gen.nets import GPT
+from lit_gen.optim import WarmupCosineLR
 
 GPT_CONFIGS = sorted(CONFIGS.glob("gpt_*.yaml"))
 EXPERIMENTS = ROOT / "experiments"

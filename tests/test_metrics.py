@@ -24,7 +24,6 @@ from lit_gen.metrics import (
     ReferenceStats,
     compute_reference,
     reference_from_datamodule,
-    save_random_inception_weights,
 )
 from lit_gen.metrics.features import INCEPTION_WEIGHTS_ENV, INCEPTION_WEIGHTS_FILE
 from lit_gen.metrics.functional import (
@@ -36,6 +35,7 @@ from lit_gen.metrics.functional import (
     precision_recall,
 )
 from lit_gen.metrics.reference import key_hash, reference_key
+from lit_gen.testing import save_random_inception_weights
 
 
 def stats_of(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:

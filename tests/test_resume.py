@@ -98,7 +98,7 @@ model:
       class_path: lit_gen.nets.MLPDecoder
       init_args: {latent_dim: 4, hidden: [16], image_shape: [1, 8, 8], params_per_pixel: 1}
     likelihood:
-      class_path: lit_gen.models.vae.Bernoulli
+      class_path: lit_gen.likelihoods.Bernoulli
       init_args: {binarize: true}
     val_k: 2
 data:
@@ -346,7 +346,7 @@ model:
       class_path: torch.optim.AdamW
       init_args: {lr: 0.001, betas: [0.9, 0.99], weight_decay: 0.1}
     lr_scheduler:
-      class_path: lit_gen.models.autoregressive.WarmupCosineLR
+      class_path: lit_gen.optim.WarmupCosineLR
       init_args: {warmup_steps: 2, decay_steps: 10, min_lr: 0.0001}
 data:
 DATA

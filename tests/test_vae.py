@@ -9,13 +9,15 @@ import pytest
 import torch
 from torch import nn
 
+from lit_gen.likelihoods import Bernoulli, DiscretizedLogistic, Gaussian, dynamic_binarization
 from lit_gen.losses import (
     bernoulli_log_prob,
     discretized_logistic_log_prob,
     gaussian_kl_standard_normal,
     iwae_bound,
 )
-from lit_gen.models.vae import VAE, Bernoulli, BurdaLR, DiscretizedLogistic, Gaussian, dynamic_binarization
+from lit_gen.models.vae import VAE
+from lit_gen.optim import BurdaLR
 
 # --- probabilistic PCA: p(z) = N(0, I), p(x | z) = N(W z + b, s^2 I), so p(x) = N(b, W W^T + s^2 I) -----------
 
@@ -320,7 +322,7 @@ def test_config_mistakes_are_one_line_errors(cli):
     from conftest import CONFIGS
 
     config = ["fit", "--config", CONFIGS / "vae.yaml"]
-    code, out, err = cli(*config, "--model.init_args.likelihood=lit_gen.models.vae.DiscretizedLogistic")
+    code, out, err = cli(*config, "--model.init_args.likelihood=lit_gen.likelihoods.DiscretizedLogistic")
     assert code == 2 and err.count("lit_gen: error:") == 1 and "params_per_pixel" in err, err[-1000:]
     code, out, err = cli(*config, "--model.init_args.k=0")
     assert code == 2 and "model.k" in err, err[-1000:]

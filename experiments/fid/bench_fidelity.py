@@ -1,7 +1,7 @@
 """Benchmark (b): lit_gen's FID vs torch-fidelity's on the same images with the same extractor weights.
 
 Without internet there are no real Inception weights here, so both tools load the same randomly initialised
-FID-InceptionV3 state dict (``lit_gen.metrics.save_random_inception_weights``; torch-fidelity through its
+FID-InceptionV3 state dict (``lit_gen.testing.save_random_inception_weights``; torch-fidelity through its
 ``feature_extractor_weights_path``). The numbers are therefore not FID values, but the whole pipeline
 (PNG decoding, uint8, TF1-compatible resize to 299, the InceptionV3 graph, float64 statistics, the eigenvalue
 form of the matrix square root) is the one used with the real weights.
@@ -25,12 +25,8 @@ from common import fake_images, load_average, mnist_images
 from torchvision.utils import save_image
 
 from lit_gen.commands.evaluate import image_batches
-from lit_gen.metrics import (
-    GenerativeMetrics,
-    InceptionV3Features,
-    compute_reference,
-    save_random_inception_weights,
-)
+from lit_gen.metrics import GenerativeMetrics, InceptionV3Features, compute_reference
+from lit_gen.testing import save_random_inception_weights
 
 
 def lit_gen_fid(real_dir: Path, fake_dir: Path, weights: Path, batch_size: int) -> float:

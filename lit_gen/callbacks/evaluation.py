@@ -16,7 +16,7 @@ from lit_gen.loggers import define_wandb_summaries
 from lit_gen.metrics.features import FeatureExtractor, InceptionV3Features, as_extractor
 from lit_gen.metrics.generative import METRICS, GenerativeMetrics, metric_names
 from lit_gen.metrics.reference import ReferenceStats, reference_from_datamodule
-from lit_gen.models.base import derived_seed
+from lit_gen.utils import derived_seed
 
 
 def _goal(group: str) -> str:

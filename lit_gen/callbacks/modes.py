@@ -8,7 +8,7 @@ from lightning.pytorch import Callback, LightningModule, Trainer
 from lit_gen.callbacks.samples import batches_done
 from lit_gen.loggers import define_wandb_summaries
 from lit_gen.metrics.modes import ModeCoverage
-from lit_gen.models.base import derived_seed
+from lit_gen.utils import derived_seed
 
 
 class ModeMetrics(Callback):

@@ -5,6 +5,7 @@ from __future__ import annotations
 import shutil
 import sys
 from pathlib import Path
+from typing import TextIO
 
 import torch
 from jsonargparse import ArgumentParser
@@ -12,6 +13,9 @@ from jsonargparse import ArgumentParser
 from lit_gen.checkpoints import load_datamodule, load_model
 from lit_gen.errors import LitGenError
 from lit_gen.sampling import write_samples
+
+#: printed between text samples (nanoGPT's separator)
+TEXT_SEPARATOR = "\n---------------\n"
 
 
 def build_parser() -> ArgumentParser:
@@ -49,6 +53,36 @@ def build_parser() -> ArgumentParser:
 def default_out_dir(ckpt_path: Path) -> Path:
     run_dir = ckpt_path.parent.parent if ckpt_path.parent.name == "checkpoints" else ckpt_path.parent
     return run_dir / "samples" / ckpt_path.stem
+
+
+def write_text_samples(
+    model,
+    out_dir: Path,
+    prompt: str,
+    num_samples: int,
+    max_new_tokens: int,
+    generator: torch.Generator | None = None,
+    stream: TextIO | None = None,
+) -> Path:
+    """Samples ``num_samples`` texts from a text model (``Autoregressive.stream_text``) one after the other,
+    streamed to ``stream`` as they are generated and separated by a line of dashes as in nanoGPT, and writes
+    them to ``out_dir/samples.txt``; returns that path."""
+    texts = []
+    for _ in range(num_samples):
+        pieces = []
+        for piece in model.stream_text(prompt, max_new_tokens, generator):
+            pieces.append(piece)
+            if stream is not None:
+                stream.write(piece)
+                stream.flush()
+        texts.append("".join(pieces))
+        if stream is not None:
+            stream.write(TEXT_SEPARATOR)
+            stream.flush()
+    path = Path(out_dir) / "samples.txt"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(TEXT_SEPARATOR.join(texts) + TEXT_SEPARATOR, encoding="utf-8")
+    return path
 
 
 def write_reconstructions(model, checkpoint: dict, out_dir: Path, num: int, seed: int) -> list[Path]:
@@ -114,8 +148,8 @@ def write_all(model, checkpoint: dict, args, out_dir: Path) -> list[Path]:
         model.configure_sampling(args.temperature, args.top_k)
         if model.is_text_model:
             return [
-                model.write_text_samples(
-                    out_dir, args.prompt, args.num_samples, args.max_new_tokens, generator, stream=sys.stdout
+                write_text_samples(
+                    model, out_dir, args.prompt, args.num_samples, args.max_new_tokens, generator, sys.stdout
                 )
             ]
     kwargs = {} if not hasattr(model, "generator_ema") else {"ema": args.ema}

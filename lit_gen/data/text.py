@@ -19,7 +19,7 @@ from torch.utils.data import DataLoader, Dataset
 
 from lit_gen.data.base import DataModule
 from lit_gen.errors import LitGenError
-from lit_gen.models.base import derived_seed
+from lit_gen.utils import derived_seed
 
 
 class Vocabulary:

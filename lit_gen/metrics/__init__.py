@@ -5,7 +5,6 @@ from lit_gen.metrics.features import (
     InceptionV3Features,
     ModuleFeatures,
     RandomConvFeatures,
-    save_random_inception_weights,
 )
 from lit_gen.metrics.generative import GenerativeMetrics
 from lit_gen.metrics.modes import ModeCoverage
@@ -21,5 +20,4 @@ __all__ = [
     "ReferenceStats",
     "compute_reference",
     "reference_from_datamodule",
-    "save_random_inception_weights",
 ]

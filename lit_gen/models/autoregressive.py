@@ -16,66 +16,23 @@ from __future__ import annotations
 import math
 import time
 from collections.abc import Iterator
-from pathlib import Path
-from typing import TYPE_CHECKING, TextIO
 
 import torch
 import torch.nn.functional as F
 from lightning.pytorch.cli import LRSchedulerCallable, OptimizerCallable
 from torch import Tensor, nn
-from torch.optim.lr_scheduler import LRScheduler
 from torchmetrics import MeanMetric
 
+from lit_gen.data.text import Vocabulary
 from lit_gen.errors import LitGenError
-from lit_gen.models.base import GenerativeModule, derived_seed, eval_mode, make_optimizer
-from lit_gen.optim import parameter_groups
-
-if TYPE_CHECKING:
-    from lit_gen.data.text import Vocabulary
-
-
-#: printed between text samples (nanoGPT's separator)
-TEXT_SEPARATOR = "\n---------------\n"
+from lit_gen.models.base import GenerativeModule
+from lit_gen.optim import make_optimizer, parameter_groups
+from lit_gen.utils import derived_seed, eval_mode
 
 
 def _adamw_gpt(params) -> torch.optim.Optimizer:
     """AdamW(lr=6e-4, betas=(0.9, 0.95), weight_decay=0.1): GPT-3's and nanoGPT's defaults."""
     return torch.optim.AdamW(params, lr=6e-4, betas=(0.9, 0.95), weight_decay=0.1)
-
-
-class WarmupCosineLR(LRScheduler):
-    """Linear warm-up then cosine decay to ``min_lr``, held after ``decay_steps`` (nanoGPT's ``get_lr``).
-
-    At step ``t`` (optimizer steps): ``lr * (t + 1) / (warmup_steps + 1)`` while ``t < warmup_steps``; then
-    ``min_lr + 0.5 * (1 + cos(pi * r)) * (lr - min_lr)`` with ``r = (t - warmup) / (decay_steps - warmup)``;
-    ``min_lr`` after ``decay_steps``. Step it once per optimizer step (the model does: ``interval: step``).
-
-    Args:
-        warmup_steps: steps of linear warm-up.
-        decay_steps: the step at which the cosine reaches ``min_lr`` (usually ``trainer.max_steps``).
-        min_lr: the final learning rate (absolute, for every parameter group).
-    """
-
-    def __init__(
-        self, optimizer: torch.optim.Optimizer, warmup_steps: int, decay_steps: int, min_lr: float = 0.0
-    ) -> None:
-        if warmup_steps < 0 or decay_steps <= warmup_steps:
-            raise LitGenError(
-                f"model.lr_scheduler: need 0 <= warmup_steps < decay_steps, got {warmup_steps}, {decay_steps}"
-            )
-        self.warmup_steps, self.decay_steps, self.min_lr = warmup_steps, decay_steps, min_lr
-        super().__init__(optimizer)
-
-    def lr_at(self, base_lr: float, step: int) -> float:
-        if step < self.warmup_steps:
-            return base_lr * (step + 1) / (self.warmup_steps + 1)
-        if step > self.decay_steps:
-            return self.min_lr
-        ratio = (step - self.warmup_steps) / (self.decay_steps - self.warmup_steps)
-        return self.min_lr + 0.5 * (1.0 + math.cos(math.pi * ratio)) * (base_lr - self.min_lr)
-
-    def get_lr(self) -> list[float]:
-        return [self.lr_at(base_lr, self.last_epoch) for base_lr in self.base_lrs]
 
 
 class Autoregressive(GenerativeModule):
@@ -93,7 +50,7 @@ class Autoregressive(GenerativeModule):
             layers' weights) and ``embeddings``, decayed with the optimizer's ``weight_decay``, and ``vectors``
             (biases, norm gains; ``weight_decay: 0``). AdamW treats the first two alike, as nanoGPT does;
             ``lit_gen.optim.MuonWithAdamW`` gives the matrices to Muon.
-        lr_scheduler: optional, stepped after every optimizer step (e.g. ``WarmupCosineLR``).
+        lr_scheduler: optional, stepped after every optimizer step (e.g. ``lit_gen.optim.WarmupCosineLR``).
         temperature / top_k: sampling settings of ``generate`` (and of ``SampleGrid`` grids).
         sample_length: tokens per text sample from ``generate`` (default: the network's ``block_size``).
     """
@@ -256,55 +213,22 @@ class Autoregressive(GenerativeModule):
                 raise LitGenError(f"top_k must be a positive integer, got {top_k}")
             self.top_k = top_k
 
-    def sample_text(
-        self,
-        prompt: str,
-        max_new_tokens: int,
-        generator: torch.Generator | None = None,
-        stream: TextIO | None = None,
-    ) -> str:
-        """``prompt`` followed by ``max_new_tokens`` sampled tokens, decoded; written to ``stream`` token by
-        token as they are generated. An empty prompt starts from the vocabulary's start token (a newline)."""
+    def stream_text(
+        self, prompt: str, max_new_tokens: int, generator: torch.Generator | None = None
+    ) -> Iterator[str]:
+        """Yields ``prompt``, then ``max_new_tokens`` sampled tokens decoded piece by piece as they are generated
+        (bytes are decoded incrementally, so a piece may be empty until a character is complete). An empty prompt
+        starts from the vocabulary's start token (a newline)."""
         if max_new_tokens < 1:
             raise LitGenError(f"max_new_tokens must be a positive integer, got {max_new_tokens}")
         ids = self.vocabulary.encode(prompt) if prompt else [self.vocabulary.start_id]
         decoder = self.vocabulary.decoder()
-        pieces = [prompt]
-        if stream is not None:
-            stream.write(prompt)
+        yield prompt
         for token in self.stream(torch.tensor([ids], dtype=torch.long), max_new_tokens, generator=generator):
             token_id = int(token[0, 0])
-            piece = decoder.decode(bytes([token_id])) if decoder else self.vocabulary.decode([token_id])
-            pieces.append(piece)
-            if stream is not None:
-                stream.write(piece)
-                stream.flush()
+            yield decoder.decode(bytes([token_id])) if decoder else self.vocabulary.decode([token_id])
         if decoder is not None:
-            pieces.append(decoder.decode(b"", final=True))
-        return "".join(pieces)
-
-    def write_text_samples(
-        self,
-        out_dir: Path,
-        prompt: str,
-        num_samples: int,
-        max_new_tokens: int,
-        generator: torch.Generator | None = None,
-        stream: TextIO | None = None,
-    ) -> Path:
-        """Samples ``num_samples`` texts one after the other (streamed to ``stream``, separated by a line of
-        dashes as in nanoGPT) and writes them to ``out_dir/samples.txt``; returns that path."""
-        texts = []
-        for _ in range(num_samples):
-            texts.append(self.sample_text(prompt, max_new_tokens, generator, stream))
-            if stream is not None:
-                stream.write(TEXT_SEPARATOR)
-                stream.flush()
-        out_dir = Path(out_dir)
-        out_dir.mkdir(parents=True, exist_ok=True)
-        path = out_dir / "samples.txt"
-        path.write_text(TEXT_SEPARATOR.join(texts) + TEXT_SEPARATOR, encoding="utf-8")
-        return path
+            yield decoder.decode(b"", final=True)
 
     # --- checkpoint ------------------------------------------------------------------------------------------
 
@@ -314,6 +238,4 @@ class Autoregressive(GenerativeModule):
 
     def on_load_checkpoint(self, checkpoint: dict) -> None:
         if "vocabulary" in checkpoint:
-            from lit_gen.data.text import Vocabulary  # data imports models: import at use
-
             self.vocabulary = Vocabulary.from_config(checkpoint["vocabulary"])

@@ -2,48 +2,17 @@
 
 from __future__ import annotations
 
-import contextlib
 import inspect
 import warnings
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 
-import numpy as np
 import torch
 from lightning.pytorch import LightningModule
 from torch import Tensor, nn
 
-from lit_gen.errors import LitGenError
-
-
-def derived_seed(*parts: int) -> int:
-    """A well-mixed 63-bit seed from integers (e.g. base seed, rank, step, stream); same inputs, same seed."""
-    return int(
-        np.random.SeedSequence([int(p) & 0xFFFFFFFF for p in parts]).generate_state(2, np.uint64)[0] >> 1
-    )
-
-
-def make_optimizer(factory, params, key: str) -> torch.optim.Optimizer:
-    """``factory(params)``, the optimizer a config injected; a setting it rejects (torch's optimizers raise
-    ``ValueError`` for a negative learning rate, betas outside [0, 1), ...) becomes a one-line ``LitGenError``
-    naming the config key ``key``."""
-    try:
-        return factory(params)
-    except ValueError as err:
-        raise LitGenError(f"{key}: {err}") from None
-
-
-@contextlib.contextmanager
-def eval_mode(*modules: nn.Module) -> Iterator[None]:
-    """Puts modules in eval mode under ``torch.no_grad`` and restores each one's previous mode afterwards."""
-    previous = [m.training for m in modules]
-    try:
-        for m in modules:
-            m.eval()
-        with torch.no_grad():
-            yield
-    finally:
-        for m, was_training in zip(modules, previous):
-            m.train(was_training)
+# lit_gen.models.gan imports these helpers from here
+from lit_gen.optim import make_optimizer  # noqa: F401
+from lit_gen.utils import derived_seed, eval_mode  # noqa: F401
 
 
 class GenerativeModule(LightningModule):

@@ -2,9 +2,8 @@
 2016), and the importance-weighted autoencoder (IWAE, Burda et al. 2015), with the importance-sampled
 negative log-likelihood estimate used to report results.
 
-The decoder's likelihood p(x | z) is a small class chosen in the config: ``Bernoulli`` (binarized images,
-with dynamic binarization resampled every batch), ``Gaussian`` (fixed or learned variance) or
-``DiscretizedLogistic`` (8-bit images). Each one says how many decoder outputs per pixel it reads.
+The decoder's likelihood p(x | z) is a small class chosen in the config (``lit_gen.likelihoods``:
+``Bernoulli``, ``Gaussian``, ``DiscretizedLogistic``).
 
 Randomness (binarization, reparameterization noise) is a pure function of (noise_seed, stage, stream, batch):
 a resumed run draws exactly what the uninterrupted run would have, and validation/test use the same draws
@@ -28,180 +27,12 @@ import torch
 from jsonargparse import lazy_instance
 from lightning.pytorch.cli import LRSchedulerCallable, OptimizerCallable
 from torch import Tensor, nn
-from torch.optim.lr_scheduler import LRScheduler
 
 from lit_gen.errors import LitGenError
-from lit_gen.losses import (
-    bernoulli_log_prob,
-    bits_per_dim,
-    discretized_logistic_log_prob,
-    gaussian_image_log_prob,
-    gaussian_kl_standard_normal,
-    importance_log_weights,
-    iwae_bound,
-)
-from lit_gen.models.base import GenerativeModule, derived_seed, eval_mode
-
-# --- decoder likelihoods -------------------------------------------------------------------------------------
-
-
-class Likelihood:
-    """p(x | z) given the decoder's output ``params`` (N, params_per_pixel * C, H, W).
-
-    ``discrete``: whether ``log_prob`` is a probability of discrete data (so NLL and bits/dim are code
-    lengths) rather than a density.
-    """
-
-    params_per_pixel: int = 1
-    discrete: bool = True
-
-    def prepare(self, x: Tensor, generator: torch.Generator | Tensor | None) -> Tensor:
-        """The data the model is trained on / scored on, from images in [0, 1] (e.g. a binarization);
-        ``generator`` is the source of its noise, or uniform noise shaped like x."""
-        return x
-
-    def log_prob(self, x: Tensor, params: Tensor) -> Tensor:
-        """log p(x | z) per example (N,)."""
-        raise NotImplementedError
-
-    def mean(self, params: Tensor) -> Tensor:
-        """E[x | z] clamped to [0, 1], for display and ``generate``."""
-        raise NotImplementedError
-
-    def split(self, params: Tensor) -> tuple[Tensor, ...]:
-        """The ``params_per_pixel`` parameter maps, each (N, C, H, W)."""
-        return params.unflatten(1, (self.params_per_pixel, -1)).unbind(1)
-
-
-class Bernoulli(Likelihood):
-    """Independent Bernoulli pixels with logits from the decoder.
-
-    Args:
-        binarize: sample x ~ Bernoulli(intensity) afresh every batch (dynamic binarization, Burda et al.
-            2015); validation/test batches are binarized with the same seeds every time. False trains on the
-            grey levels directly (a cross-entropy loss, not a normalised likelihood).
-    """
-
-    params_per_pixel = 1
-
-    def __init__(self, binarize: bool = True) -> None:
-        self.binarize = binarize
-        self.discrete = binarize
-
-    def prepare(self, x: Tensor, generator: torch.Generator | Tensor | None) -> Tensor:
-        if not self.binarize:
-            return x
-        return dynamic_binarization(x, generator)
-
-    def log_prob(self, x: Tensor, params: Tensor) -> Tensor:
-        return bernoulli_log_prob(x, params)
-
-    def mean(self, params: Tensor) -> Tensor:
-        return torch.sigmoid(params)
-
-
-def dynamic_binarization(x: Tensor, generator: torch.Generator | Tensor | None = None) -> Tensor:
-    """x ~ Bernoulli(intensity) per pixel: ``u < x`` with u ~ U[0, 1) from ``generator`` (created on x's
-    device) when given, or ``generator`` itself when it is the uniform noise (shaped like x)."""
-    u = generator
-    if not isinstance(u, Tensor):
-        u = torch.rand(x.shape, generator=generator, device=x.device, dtype=x.dtype)
-    return (u < x).to(x.dtype)
-
-
-class Gaussian(Likelihood):
-    """Independent Gaussian pixels: the decoder gives the mean (and the log-variance when learned).
-
-    Args:
-        learned_variance: the decoder also outputs a per-pixel log-variance (Kingma & Welling 2014, Frey faces);
-            otherwise the standard deviation is ``std``.
-        std: the fixed standard deviation.
-        min_log_var: lower clamp of a learned log-variance (keeps the density bounded).
-    """
-
-    discrete = False
-
-    def __init__(self, learned_variance: bool = True, std: float = 1.0, min_log_var: float = -9.0) -> None:
-        if std <= 0:
-            raise LitGenError(f"model.likelihood.std must be positive, got {std}")
-        self.learned_variance, self.std, self.min_log_var = learned_variance, std, min_log_var
-        self.params_per_pixel = 2 if learned_variance else 1
-
-    def log_prob(self, x: Tensor, params: Tensor) -> Tensor:
-        if self.learned_variance:
-            mean, log_var = self.split(params)
-            log_var = log_var.clamp(min=self.min_log_var)
-        else:
-            mean = params
-            log_var = torch.full(
-                (1,) * mean.dim(), 2.0 * math.log(self.std), device=mean.device, dtype=mean.dtype
-            )
-        return gaussian_image_log_prob(x, mean, log_var)
-
-    def mean(self, params: Tensor) -> Tensor:
-        return self.split(params)[0].clamp(0.0, 1.0)
-
-
-class DiscretizedLogistic(Likelihood):
-    """8-bit pixels: a logistic (mean, log-scale from the decoder) discretized into ``bins`` values
-    (Salimans et al. 2017, one mixture component). Log-likelihoods are of the discrete pixel values, so
-    bits/dim are comparable with other 8-bit likelihood models.
-    """
-
-    params_per_pixel = 2
-
-    def __init__(self, bins: int = 256, min_log_scale: float = -7.0) -> None:
-        if bins < 2:
-            raise LitGenError(f"model.likelihood.bins must be >= 2, got {bins}")
-        self.bins, self.min_log_scale = bins, min_log_scale
-
-    def prepare(self, x: Tensor, generator: torch.Generator | Tensor | None) -> Tensor:
-        return torch.round(x.clamp(0.0, 1.0) * (self.bins - 1)) / (self.bins - 1)
-
-    def log_prob(self, x: Tensor, params: Tensor) -> Tensor:
-        mean, log_scale = self.split(params)
-        return discretized_logistic_log_prob(x, mean, log_scale.clamp(min=self.min_log_scale), self.bins)
-
-    def mean(self, params: Tensor) -> Tensor:
-        return self.split(params)[0].clamp(0.0, 1.0)
-
-
-# --- the learning-rate schedule of Burda et al. -------------------------------------------------------------
-
-
-class BurdaLR(LRScheduler):
-    """Burda et al. (2015): stage i = 0 .. num_stages - 1 lasts growth^i epochs at lr0 * decay^i
-    (lr0 = 1e-3, decay = 10^(-1/7), growth 3: sum_i 3^i = 3,280 epochs for 8 stages). Step it once per
-    epoch (Lightning's default ``interval: epoch``); after the last stage the last rate is kept.
-    """
-
-    def __init__(
-        self,
-        optimizer: torch.optim.Optimizer,
-        num_stages: int = 8,
-        growth: int = 3,
-        decay: float = 10.0 ** (-1.0 / 7.0),
-        last_epoch: int = -1,
-    ) -> None:
-        self.num_stages, self.growth, self.decay = num_stages, growth, decay
-        super().__init__(optimizer, last_epoch)
-
-    def stage(self, epoch: int) -> int:
-        """The stage an epoch (0-based) belongs to."""
-        end = 0
-        for i in range(self.num_stages):
-            end += self.growth**i
-            if epoch < end:
-                return i
-        return self.num_stages - 1
-
-    @property
-    def total_epochs(self) -> int:
-        return sum(self.growth**i for i in range(self.num_stages))
-
-    def get_lr(self) -> list[float]:
-        factor = self.decay ** self.stage(max(self.last_epoch, 0))
-        return [base * factor for base in self.base_lrs]
+from lit_gen.likelihoods import Bernoulli, Likelihood
+from lit_gen.losses import bits_per_dim, gaussian_kl_standard_normal, importance_log_weights, iwae_bound
+from lit_gen.models.base import GenerativeModule
+from lit_gen.utils import derived_seed, eval_mode
 
 
 def _adam_burda(params) -> torch.optim.Optimizer:
@@ -224,7 +55,7 @@ class VAE(GenerativeModule):
     Args:
         encoder: images -> (mean, log_var) of q(z | x), with a ``latent_dim`` attribute.
         decoder: latents -> likelihood parameters (N, params_per_pixel * C, H, W), with ``latent_dim``.
-        likelihood: p(x | z) (``Bernoulli``, ``Gaussian``, ``DiscretizedLogistic``).
+        likelihood: p(x | z) (``lit_gen.likelihoods``: ``Bernoulli``, ``Gaussian``, ``DiscretizedLogistic``).
         k: importance samples per example in the training objective.
         importance_weighted: with k > 1, train the IWAE bound (True) or the k-sample ELBO (False).
         beta: weight of the KL term (β-VAE); only with the ELBO objective.
@@ -234,7 +65,7 @@ class VAE(GenerativeModule):
         chunk_size: importance samples evaluated per forward pass in the NLL estimate (bounds memory:
             a pass decodes ``chunk_size * batch_size`` latents).
         optimizer: injected from the config; default Adam(1e-3, (0.9, 0.999), eps=1e-4) as Burda et al.
-        lr_scheduler: optional, e.g. ``lit_gen.models.vae.BurdaLR`` (stepped per epoch).
+        lr_scheduler: optional, e.g. ``lit_gen.optim.BurdaLR`` (stepped per epoch).
         noise_seed: base seed of binarization and latent noise; None takes the seed set by ``seed_everything``.
     """
 

@@ -18,8 +18,9 @@ from torch import Tensor, nn
 
 from lit_gen.errors import LitGenError
 from lit_gen.losses import vq_codebook_loss, vq_commitment_loss
-from lit_gen.models.base import GenerativeModule, derived_seed, eval_mode
+from lit_gen.models.base import GenerativeModule
 from lit_gen.nets.vqvae import VectorQuantizer, codebook_perplexity
+from lit_gen.utils import derived_seed, eval_mode
 
 
 def _adam_vqvae(params) -> torch.optim.Optimizer:

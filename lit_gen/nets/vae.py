@@ -2,7 +2,7 @@
 
 An encoder maps images (N, C, H, W) to the mean and log-variance of a diagonal Gaussian q(z | x), each
 (N, latent_dim). A decoder maps latents (N, latent_dim) to the parameters of p(x | z) as
-(N, params_per_pixel * C, H, W); the likelihood (``lit_gen.models.vae.Bernoulli``, ``Gaussian``,
+(N, params_per_pixel * C, H, W); the likelihood (``lit_gen.likelihoods.Bernoulli``, ``Gaussian``,
 ``DiscretizedLogistic``) says how many parameters per pixel it needs and how to read them.
 """
 
