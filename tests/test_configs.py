@@ -92,7 +92,7 @@ def test_every_config_refers_to_the_shared_loggers_and_keeps_its_own_tags():
     shared = yaml.safe_load((CONFIGS / SHARED_LOGGERS).read_text())
     assert [x["class_path"] for x in shared] == [
         "lit_gen.loggers.OfflineFirstWandbLogger",
-        "lightning.pytorch.loggers.CSVLogger",
+        "lit_gen.loggers.ResumableCSVLogger",
     ]
     for config in CONFIG_FILES:
         text = config.read_text()

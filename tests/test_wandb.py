@@ -473,7 +473,8 @@ def test_every_evaluation_metric_is_summarised_by_its_best_and_last_value(tmp_pa
     quality.setup(trainer, None, "fit")
     ModeMetrics().setup(trainer, None, "fit")
     names = {"fd_random", "kd_random", "kd_random_std", "precision_random", "recall_random"}
-    names |= {"density_random", "coverage_random", "modes", "high_quality", "reverse_kl"}
+    names |= {"density_random", "coverage_random", "is_random", "is_random_std"}
+    names |= {"modes", "high_quality", "reverse_kl"}
     logged = {f"val/{name}" for name in metric_names(quality.extractor).values()} | set(ModeMetrics.GOALS)
     assert logged == {f"val/{name}" for name in names}
     for step, value in enumerate([2.0, 1.0, 3.0]):
@@ -488,8 +489,9 @@ def test_every_evaluation_metric_is_summarised_by_its_best_and_last_value(tmp_pa
         "recall_random",
         "density_random",
         "coverage_random",
+        "is_random",
         "modes",
         "high_quality",
     ):
         assert summary[f"val/{name}"] == {"max": 3.0, "last": 3.0}, name
-    assert summary["val/kd_random_std"] == {"last": 3.0}
+    assert summary["val/kd_random_std"] == summary["val/is_random_std"] == {"last": 3.0}
