@@ -630,9 +630,13 @@ def fit_summary(trainer: Trainer, run_dir: Path | None, seconds: float) -> str:
     """What a finished ``fit`` produced: its run directory, last metrics, checkpoints and the commands that
     sample from it and resume it."""
     rows: list[tuple[str, str]] = [("run directory", str(run_dir))]
+    # callback_metrics also holds what callbacks evaluate (val/fid, val/modes ...), which never reach
+    # logged_metrics, and the progress bar's short aliases (d_loss ...), which are left out
+    evaluated = {k: v for k, v in trainer.callback_metrics.items() if k not in trainer.progress_bar_metrics}
+    logged = {**evaluated, **trainer.logged_metrics}
     metrics = {
         k: float(v)
-        for k, v in trainer.logged_metrics.items()
+        for k, v in logged.items()
         if k not in ("epoch", "step") and (not isinstance(v, torch.Tensor) or v.numel() == 1)
     }
     if metrics:

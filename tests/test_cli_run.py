@@ -222,3 +222,15 @@ def test_resuming_in_place_does_not_warn_that_the_checkpoint_directory_is_not_em
     assert not [
         w for w in caught if "exists and is not empty" in str(w.message) and "Checkpoint" in str(w.message)
     ]
+
+
+def test_the_summary_shows_the_metrics_callbacks_evaluate():
+    """SampleQuality and ModeMetrics put val/* into ``callback_metrics`` only; the summary must show them."""
+    from lightning.pytorch import Trainer
+
+    from lit_gen.cli import fit_summary
+
+    trainer = Trainer(logger=False, enable_checkpointing=False, enable_progress_bar=False)
+    trainer.callback_metrics["val/fd_random"] = torch.tensor(0.0462)
+    summary = fit_summary(trainer, None, 3.0)
+    assert "val/fd_random 0.0462" in summary, summary

@@ -50,6 +50,8 @@ class ModeMetrics(Callback):
         if trainer.fast_dev_run:
             return
         values = self.evaluate(trainer, pl_module)
+        for name, value in values.items():  # for checkpoint monitors, early stopping and the end-of-fit summary
+            trainer.callback_metrics[name] = torch.tensor(value)
         for logger in trainer.loggers:
             logger.log_metrics(values, step=batches_done(trainer))
 
