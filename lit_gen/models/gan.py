@@ -29,8 +29,8 @@ from lightning.pytorch.cli import LRSchedulerCallable, OptimizerCallable
 from lightning.pytorch.strategies import DDPStrategy
 from lightning.pytorch.utilities import rank_zero_info
 from torch import Tensor, nn
-from torch.optim.swa_utils import AveragedModel
 
+from lit_gen.ema import EMA
 from lit_gen.errors import LitGenError
 from lit_gen.losses import AdversarialLoss, NonSaturating, Penalty
 from lit_gen.models.base import GenerativeModule, derived_seed, eval_mode, make_optimizer
@@ -39,12 +39,6 @@ from lit_gen.models.base import GenerativeModule, derived_seed, eval_mode, make_
 def _adam_dcgan(params) -> torch.optim.Optimizer:
     """Adam(lr=2e-4, betas=(0.5, 0.999)), the DCGAN paper's setting for both players."""
     return torch.optim.Adam(params, lr=2e-4, betas=(0.5, 0.999))
-
-
-def _batch_norms(net: nn.Module) -> list[nn.modules.batchnorm._BatchNorm]:
-    return [
-        m for m in net.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm) and m.track_running_stats
-    ]
 
 
 #: forward passes (and latents per pass) that recompute the EMA generator's BatchNorm statistics
@@ -125,13 +119,7 @@ class GAN(GenerativeModule):
             raise LitGenError(f"model.gradient_clip_val must be positive or null, got {gradient_clip_val}")
         self.gradient_clip_val, self.gradient_clip_algorithm = gradient_clip_val, gradient_clip_algorithm
         self.ema_decay, self.ema_rampup = ema_decay, ema_rampup
-        self.generator_ema: AveragedModel | None = None
-        if ema_decay is not None:
-            # AveragedModel only holds the copy and counts the updates (n_averaged); update_ema averages
-            self.generator_ema = AveragedModel(generator, use_buffers=False)
-            self.generator_ema.requires_grad_(False)
-        # whether the EMA generator's BatchNorm statistics are those of older weights (see ema_statistics)
-        self._ema_statistics_stale = True
+        self.generator_ema = EMA(generator, ema_decay, ema_rampup) if ema_decay is not None else None
         # batches trained on so far; a buffer so that it is checkpointed and restored exactly
         self.register_buffer("batches_seen", torch.zeros((), dtype=torch.long))
         # the latest generator step's loss, logged on logging batches without a generator step
@@ -341,57 +329,24 @@ class GAN(GenerativeModule):
 
     def ema_decay_at(self, updates: int) -> float:
         """The EMA decay of update number ``updates + 1`` (``updates`` generator steps averaged before it)."""
-        if self.ema_rampup is None:
-            return 0.0 if updates == 0 else self.ema_decay
-        half_life = self.ema_rampup * updates
-        if half_life <= 0.0:
-            return 0.0
-        # decay**h == 1/2: a shorter half-life than ema_decay's is a smaller decay
-        return min(self.ema_decay, 0.5 ** (1.0 / half_life))
+        return self.generator_ema.decay_at(updates)
 
-    @torch.no_grad()
     def update_ema(self) -> None:
-        """One EMA step of the generator's parameters (the decay ramped up by ``ema_rampup``). Buffers other
-        than BatchNorm statistics (e.g. spectral norm's power-iteration vectors) are copied from the live
-        generator; BatchNorm statistics are recomputed for the EMA weights before they are next used
-        (``ema_statistics``): neither the live generator's nor averaged ones belong to averaged weights."""
-        ema = self.generator_ema
-        decay = self.ema_decay_at(int(ema.n_averaged))
-        for ema_p, p in zip(ema.module.parameters(), self.generator.parameters()):
-            if decay == 0.0:
-                ema_p.copy_(p)
-            else:
-                ema_p.lerp_(p.detach(), 1.0 - decay)
-        norm_buffers = {id(b) for m in _batch_norms(ema.module) for b in m.buffers()}
-        for ema_b, b in zip(ema.module.buffers(), self.generator.buffers()):
-            if id(ema_b) not in norm_buffers:
-                ema_b.copy_(b)
-        ema.n_averaged += 1
-        self._ema_statistics_stale = True
+        """One EMA step of the generator (``lit_gen.ema.EMA.update``)."""
+        self.generator_ema.update(self.generator)
 
-    @torch.no_grad()
     def ema_statistics(self) -> None:
         """Recomputes the EMA generator's BatchNorm running statistics for its current weights, when they
-        changed since the last time: the average over ``EMA_STATISTICS_BATCHES`` training-mode forward passes of
-        ``EMA_STATISTICS_BATCH_SIZE`` latents drawn from a fixed seed (no global RNG is touched)."""
-        if self.generator_ema is None or not self._ema_statistics_stale:
-            return
-        net = self.generator_ema.module
-        norms = _batch_norms(net)
-        if norms:
-            momenta = [m.momentum for m in norms]
-            for m in norms:
-                m.reset_running_stats()
-                m.momentum = None  # a cumulative average over the passes
-            rng = torch.Generator().manual_seed(self.noise_seed)
-            was_training = net.training
-            net.train()
-            for _ in range(EMA_STATISTICS_BATCHES):
-                net(torch.randn(EMA_STATISTICS_BATCH_SIZE, self.latent_dim, generator=rng).to(self.device))
-            net.train(was_training)
-            for m, momentum in zip(norms, momenta):
-                m.momentum = momentum
-        self._ema_statistics_stale = False
+        changed: ``EMA_STATISTICS_BATCHES`` training-mode passes of ``EMA_STATISTICS_BATCH_SIZE`` latents drawn
+        from ``noise_seed``."""
+        if self.generator_ema is not None:
+            self.generator_ema.recompute_statistics(
+                lambda rng: torch.randn(EMA_STATISTICS_BATCH_SIZE, self.latent_dim, generator=rng).to(
+                    self.device
+                ),
+                seed=self.noise_seed,
+                passes=EMA_STATISTICS_BATCHES,
+            )
 
     # --- sampling --------------------------------------------------------------------------------------------
 
@@ -422,4 +377,5 @@ class GAN(GenerativeModule):
 
     def on_load_checkpoint(self, checkpoint: dict) -> None:
         self.noise_seed = checkpoint.get("noise_seed", self.noise_seed)
-        self._ema_statistics_stale = True
+        if self.generator_ema is not None:
+            self.generator_ema.statistics_stale = True
