@@ -13,8 +13,9 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import CONFIGS, run_dirs
-from fixtures import TINY_IMAGE_GAN, write_config
+from helpers.configs import TINY_IMAGE_GAN, write_config
+from helpers.paths import CONFIGS
+from helpers.runs import run_dirs
 
 CFG = "tiny.yaml"
 
@@ -50,7 +51,7 @@ def _nothing() -> None:
 
 def _broken_images() -> None:
     """An image folder whose PNGs are cut short after their header (PIL opens them, decoding fails)."""
-    from fixtures import write_image_folder
+    from helpers.datasets import write_image_folder
 
     write_image_folder(Path("images"), num=8)
     for i, path in enumerate(sorted(Path("images").rglob("*.png"))):

@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import run_dirs
-from fixtures import TINY_IMAGE_GAN, write_config
+from helpers.configs import TINY_IMAGE_GAN, write_config
+from helpers.runs import run_dirs
 
 from lit_gen.cli import COMMAND_HELP, EXTRA_COMMANDS, RunDirLock, available_cpus, default_threads
 
@@ -200,7 +200,7 @@ def test_a_run_that_failed_after_saving_a_checkpoint_keeps_what_it_wrote(cli):
     with pytest.raises(RuntimeError, match="failed at the end of training"):
         cli(
             "fit", "--config", run_dir / "config.yaml", "--ckpt_path", "last", "--trainer.max_steps", "4",
-            "--trainer.callbacks+=fixtures.FailAtTrainEnd",
+            "--trainer.callbacks+=helpers.callbacks.FailAtTrainEnd",
         )  # fmt: skip
     after = snapshot(run_dir)
     assert after[run_dir / "checkpoints" / "last.ckpt"] != before[run_dir / "checkpoints" / "last.ckpt"]

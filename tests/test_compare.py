@@ -12,9 +12,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 import yaml
-from conftest import run_dirs
+from helpers.configs import TINY_WANDB_GAN
+from helpers.runs import run_dirs
 from PIL import Image
-from test_wandb import TINY
 
 from lit_gen.commands.compare import draw_curves, group_runs, load_runs, mean_curve, read_wandb_run
 
@@ -24,7 +24,7 @@ LRS = [0.0001, 0.0003, 0.001]
 @pytest.fixture
 def three_runs(cli, tmp_path):
     config = tmp_path / "tiny.yaml"
-    config.write_text(TINY)
+    config.write_text(TINY_WANDB_GAN)
     for i, lr in enumerate(LRS):
         code, _, err = cli(
             "fit",
@@ -147,7 +147,7 @@ def two_arrays(cli, tmp_path, monkeypatch):
     (bin_dir / "sbatch").chmod(0o755)
     monkeypatch.setenv("PATH", f"{bin_dir}:{os.environ['PATH']}")
     config = tmp_path / "tiny.yaml"
-    config.write_text(TINY)
+    config.write_text(TINY_WANDB_GAN)
     return [submit_array(cli, config, name, lr, tasks=2) for name, lr in [("a", 0.0001), ("b", 0.001)]]
 
 

@@ -1,8 +1,9 @@
 """Every config in ``configs/`` parses (``--print_config``, no data needed) and trains one batch
 (``fit --trainer.fast_dev_run=true``), taking its loggers from ``configs/shared/loggers.yaml``.
 
-Configs whose data needs a download run on small fixtures (see ``tests/fixtures.py``): MNIST on 1,000 real test
-digits shipped in ``tests/data/mnist``, CIFAR-10 on a tiny fake in its pickle format, image folders on 20 PNGs.
+Configs whose data needs a download run on small fixtures (see ``tests/helpers/datasets.py``): MNIST on 1,000
+real test digits shipped in ``tests/data/mnist``, CIFAR-10 on a tiny fake in its pickle format, image folders on
+20 PNGs.
 A config added later is picked up automatically with no overrides; if it needs data, its fit fails here until
 its author adds an entry to ``CONFIG_OVERRIDES``.
 """
@@ -17,7 +18,8 @@ from pathlib import Path
 import pytest
 import torch
 import yaml
-from conftest import CONFIGS, SHAKESPEARE_EXCERPT, run_dirs
+from helpers.paths import CONFIGS, SHAKESPEARE_EXCERPT
+from helpers.runs import run_dirs
 
 CONFIG_FILES = sorted(CONFIGS.glob("*.yaml"))
 #: the logger block every config refers to (``trainer.logger: shared/loggers.yaml``)
@@ -27,7 +29,7 @@ SHARED_LOGGERS = "shared/loggers.yaml"
 #: for the fast_dev_run test. The first matching pattern applies; a config matching none gets no overrides.
 CONFIG_OVERRIDES: dict[str, Callable[..., list[str]]] = {
     "*fashion*mnist*.yaml": lambda: pytest.fail(
-        "no offline Fashion-MNIST fixture: add one to tests/fixtures.py"
+        "no offline Fashion-MNIST fixture: add one to tests/helpers/datasets.py"
     ),
     "*mnist*.yaml": lambda mnist_dir: [
         *("--data.init_args.data_dir", mnist_dir, "--data.init_args.download", "false"),

@@ -11,7 +11,7 @@ import urllib.request
 import pytest
 import torch
 import yaml
-from conftest import CONFIGS
+from helpers.paths import CONFIGS
 
 from lit_gen.data import CIFAR10, MNIST, Digits, FashionMNIST, Grid, ImageFolder, Ring
 from lit_gen.errors import LitGenError

@@ -16,14 +16,14 @@ from __future__ import annotations
 
 import csv
 import importlib.util
-import os
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 import torch
-from test_resume import differences, last_checkpoint, run
+from helpers.runners import run, subprocess_env
+from helpers.runs import differences, last_checkpoint
 
 COMMON = """
 seed_everything: 7
@@ -40,7 +40,7 @@ trainer:
 
 GAN = (
     COMMON.format(max_steps=8)  # 4 batches: D, G, D, G, ...
-    + """  callbacks: [{class_path: test_resume.DrawsGlobalRandom}]
+    + """  callbacks: [{class_path: helpers.callbacks.DrawsGlobalRandom}]
 model:
   class_path: lit_gen.models.GAN
   init_args:
@@ -138,10 +138,7 @@ def ddp_command(config: Path, root: Path) -> list[str]:
 def ddp_runs(tmp_path_factory) -> dict[str, tuple[Path, subprocess.CompletedProcess]]:
     """Each family's DDP run (launched side by side) and the matching single-process run (in-process)."""
     tmp = tmp_path_factory.mktemp("ddp")
-    tests = str(Path(__file__).parent)  # DDP processes import test_resume.DrawsGlobalRandom
-    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
-    env["PYTHONPATH"] = os.pathsep.join([tests, os.environ.get("PYTHONPATH", "")])
-    env.pop("LIT_GEN_RUN_DIR", None)
+    env = subprocess_env(PYTHONUNBUFFERED="1")  # the DDP processes import helpers.callbacks.DrawsGlobalRandom
 
     def launch(command: list[str]) -> subprocess.Popen:
         return subprocess.Popen(

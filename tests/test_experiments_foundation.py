@@ -7,7 +7,7 @@ import json
 
 import pytest
 import yaml
-from conftest import ROOT
+from helpers.paths import ROOT
 
 
 def _load(path):

@@ -13,9 +13,9 @@ from pathlib import Path
 
 import pytest
 import torch
-from fixtures import lightning_log
+from helpers.runners import lightning_log, run, subprocess_env
+from helpers.runs import differences, last_checkpoint
 from lightning.pytorch import Callback
-from test_resume import differences, last_checkpoint, run
 
 from lit_gen.checkpoints import SafeCheckpointIO, atomic_torch_save
 
@@ -253,27 +253,12 @@ def test_non_finite_steps_can_be_skipped_and_counted(cli, tmp_path):
     assert "train/skipped_steps" in metrics.read_text().splitlines()[0]
 
 
-class SignalAtBatch(Callback):
-    """Sends this process ``signum`` as training batch ``batch`` (0-based, over all epochs) starts."""
-
-    def __init__(self, batch: int, signum: int = 15) -> None:  # SIGTERM
-        self.batch, self.signum = batch, signum
-
-    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:
-        if trainer.fit_loop.epoch_loop.batch_progress.total.ready - 1 == self.batch:
-            os.kill(os.getpid(), self.signum)
-
-
 # batch 3 stops mid-epoch, batch 7 on an epoch's last batch (Lightning 2.6 alone resumes that one with its epoch
 # counters one behind; Checkpoint.on_train_start corrects it)
 @pytest.mark.parametrize("batch", [3, 7], ids=["mid-epoch", "last-batch-of-epoch"])
 def test_a_signal_stop_resumes_exactly(tmp_path, batch):
-    callbacks = f"[{{class_path: test_failures.SignalAtBatch, init_args: {{batch: {batch}}}}}]"
+    callbacks = f"[{{class_path: helpers.callbacks.SignalAtBatchStart, init_args: {{batch: {batch}}}}}]"
     config = write_config(tmp_path / "gan.yaml", max_steps=100, callbacks=callbacks)
-    env = {
-        **{k: v for k, v in os.environ.items() if k != "LIT_GEN_RUN_DIR"},
-        "PYTHONPATH": str(Path(__file__).parent),
-    }
     command = [
         sys.executable,
         "-m",
@@ -284,7 +269,7 @@ def test_a_signal_stop_resumes_exactly(tmp_path, batch):
         "--run.root",
         str(tmp_path / "term"),
     ]
-    done = subprocess.run(command, capture_output=True, text=True, env=env)
+    done = subprocess.run(command, capture_output=True, text=True, env=subprocess_env())
     assert done.returncode == 128 + signal.SIGTERM, done.stderr[-3000:]
     stopped = last_checkpoint(tmp_path / "term")
     assert stopped["global_step"] == 2 * (batch + 1)  # one D and one G step per batch
@@ -321,7 +306,7 @@ class PoisonFirstParameter(Callback):
 def test_a_non_finite_vae_or_vqvae_loss_on_a_batch_that_does_not_log_stops_the_fit(
     family, cli, cifar10_dir, cifar10_skip_md5
 ):
-    from conftest import CONFIGS
+    from helpers.paths import CONFIGS
 
     poison = "[{class_path: test_failures.PoisonFirstParameter, init_args: {batch: 3}}]"
     if family == "vae":

@@ -16,7 +16,8 @@ import lightning as L
 import numpy as np
 import pytest
 import torch
-from conftest import CONFIGS, ROOT, SHAKESPEARE_EXCERPT, run_dirs
+from helpers.paths import CONFIGS, ROOT, SHAKESPEARE_EXCERPT
+from helpers.runs import run_dirs
 from lightning.pytorch import Callback
 from torch import Tensor
 

@@ -11,8 +11,9 @@ from pathlib import Path
 import lightning as L
 import pytest
 import torch
+from helpers.runners import run
+from helpers.runs import last_checkpoint
 from lightning.pytorch.plugins.precision import MixedPrecision
-from test_resume import last_checkpoint, run
 from torch import nn
 
 from lit_gen.data import Ring

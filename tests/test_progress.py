@@ -6,7 +6,7 @@ from __future__ import annotations
 import re
 
 import pytest
-from fixtures import TINY_TOY_GAN, write_config
+from helpers.configs import TINY_TOY_GAN, write_config
 from lightning.pytorch import Trainer
 from lightning.pytorch.callbacks import TQDMProgressBar
 

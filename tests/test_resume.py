@@ -4,10 +4,8 @@ data loader's position, compared bitwise on CPU — and the ``--ckpt_path`` hype
 
 from __future__ import annotations
 
-import csv
 import importlib.util
 import os
-import random
 import shutil
 import signal
 import subprocess
@@ -15,15 +13,13 @@ import sys
 import time
 from pathlib import Path
 
-import numpy as np
 import pytest
 import torch
 import yaml
-from conftest import CONFIGS, ROOT
-from fixtures import TINY_TOY_GAN, lightning_log
-from lightning.pytorch import Callback
-
-from lit_gen.cli import main
+from helpers.configs import TINY_TOY_GAN
+from helpers.paths import CONFIGS
+from helpers.runners import lightning_log, run, subprocess_env
+from helpers.runs import differences, last_checkpoint, metrics_rows
 
 # n_critic 2 (global_step = batches + batches // 2), WGAN-GP (its own noise stream), LR schedulers on both
 # players, EMA; 64 points / batch 8 = 8 batches per epoch, so the stop after 5 batches is mid-epoch and the
@@ -65,13 +61,6 @@ checkpoint:
 GAN_HALF_STEPS = 7  # 5 batches
 
 
-class DrawsGlobalRandom(Callback):
-    """Stands for any user of the global RNGs in training (dropout, augmentation in the main process)."""
-
-    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:
-        torch.rand(3), np.random.rand(3), random.random()
-
-
 # the VAE draws its noise from per-batch generators; DrawsGlobalRandom makes the global RNG states matter, and
 # validations (every 4 batches) must not shift them
 VAE_CONFIG = """
@@ -87,7 +76,7 @@ trainer:
   val_check_interval: 4
   num_sanity_val_steps: 1
   callbacks:
-    - class_path: test_resume.DrawsGlobalRandom
+    - class_path: helpers.callbacks.DrawsGlobalRandom
 model:
   class_path: lit_gen.models.VAE
   init_args:
@@ -110,30 +99,6 @@ checkpoint:
 VAE_HALF_STEPS = 6  # a validation ran at step 4 in both runs; the uninterrupted one validates at 8 too
 
 
-def run(*args: str) -> None:
-    """``python -m lit_gen ARGS`` in-process; fails the test on a non-zero exit."""
-    try:
-        main([str(a) for a in args])
-    except SystemExit as exit_:
-        assert exit_.code in (0, None), f"lit_gen {' '.join(map(str, args))} exited with {exit_.code}"
-
-
-def differences(a, b, path: str = "") -> list[str]:
-    """Paths at which two checkpoint trees differ (tensors compared bitwise)."""
-    if isinstance(a, torch.Tensor):
-        same = isinstance(b, torch.Tensor) and a.dtype == b.dtype and a.shape == b.shape and torch.equal(a, b)
-        return [] if same else [path]
-    if isinstance(a, dict):
-        if not isinstance(b, dict) or a.keys() != b.keys():
-            return [f"{path} (keys)"]
-        return [d for k in a for d in differences(a[k], b[k], f"{path}/{k}")]
-    if isinstance(a, (list, tuple)):
-        if not isinstance(b, (list, tuple)) or len(a) != len(b):
-            return [f"{path} (length)"]
-        return [d for i, (x, y) in enumerate(zip(a, b)) for d in differences(x, y, f"{path}[{i}]")]
-    return [] if a == b else [f"{path}: {a!r} != {b!r}"]
-
-
 #: what must be equal after resume (the callbacks' state holds paths, which differ between runs)
 RESUMED_STATE = (
     "state_dict",
@@ -144,11 +109,6 @@ RESUMED_STATE = (
     "global_step",
     "epoch",
 )
-
-
-def last_checkpoint(root: Path) -> dict:
-    (path,) = root.glob("*/*/checkpoints/last.ckpt")
-    return torch.load(path, map_location="cpu", weights_only=True)
 
 
 def fit_whole_and_resumed(tmp: Path, config: str, half: int, whole: int) -> tuple[dict, dict, Path]:
@@ -189,11 +149,6 @@ def test_gan_checkpoint_holds_no_metric_networks_and_loads_weights_only(gan_runs
     assert prefixes == {"generator", "discriminator", "generator_ema", "batches_seen"}
 
 
-def metrics_rows(run_dir: Path) -> list[dict[str, str]]:
-    with (run_dir / "csv" / "metrics.csv").open(newline="") as f:
-        return list(csv.DictReader(f))
-
-
 @pytest.fixture(scope="module")
 def toy_whole(tmp_path_factory) -> tuple[Path, Path]:
     """(config, run directory) of an uninterrupted 10-batch toy GAN run that logs on every batch."""
@@ -213,13 +168,11 @@ def test_resume_keeps_the_csv_history_and_replaces_the_retrained_rows(toy_whole,
     ``metrics.csv``: no row from before the stop lost, none of the retrained batches twice. Every batch logs
     Lightning's row (step = batches before it) and ModeMetrics' row (step = batches done)."""
     config, whole = toy_whole
-    env = {**os.environ, "PYTHONPATH": f"{ROOT}{os.pathsep}{ROOT / 'tests' / 'slurm'}"}
-    env.pop("LIT_GEN_RUN_DIR", None)
     part = subprocess.run(
         [sys.executable, "-m", "lit_gen", "fit", "--config", config, "--run.root", "parts",
-         "--trainer.callbacks+=slurm_gate.SignalAt", "--trainer.callbacks.batch=8",
+         "--trainer.callbacks+=helpers.callbacks.SignalMidBatch", "--trainer.callbacks.batch=8",
          f"--trainer.callbacks.signal={int(stop)}"],
-        capture_output=True, text=True, env=env, cwd=tmp_path, timeout=300,
+        capture_output=True, text=True, env=subprocess_env(), cwd=tmp_path, timeout=300,
     )  # fmt: skip
     assert part.returncode in (128 + stop, -stop), part.stderr[-3000:]
     (run_dir,) = (tmp_path / "parts").glob("*/*")
@@ -228,7 +181,9 @@ def test_resume_keeps_the_csv_history_and_replaces_the_retrained_rows(toy_whole,
     assert max(steps) == 8 - (stop == signal.SIGKILL)  # rows of the batches after the checkpoint too
 
     config = yaml.safe_load((run_dir / "config.yaml").read_text())
-    config["trainer"]["callbacks"] = [c for c in config["trainer"]["callbacks"] if "SignalAt" not in str(c)]
+    config["trainer"]["callbacks"] = [
+        c for c in config["trainer"]["callbacks"] if "SignalMidBatch" not in str(c)
+    ]
     (run_dir / "config.yaml").write_text(yaml.safe_dump(config))
     run("fit", "--config", run_dir / "config.yaml", "--ckpt_path", "last")
     assert last_checkpoint(tmp_path / "parts")["global_step"] == 20

@@ -11,8 +11,8 @@ from pathlib import Path
 import pytest
 import torch
 import yaml
-from conftest import run_dirs
-from fixtures import TINY_IMAGE_GAN, TINY_TOY_GAN, write_config
+from helpers.configs import TINY_IMAGE_GAN, TINY_TOY_GAN, write_config
+from helpers.runs import run_dirs
 from PIL import Image
 
 
@@ -179,7 +179,7 @@ def test_sample_toy_gan_writes_tensor_and_scatter(cli, toy_run):
 
 def test_sample_for_text_writes_the_files_the_readme_lists(cli):
     """README's `sample` section names every file `sample` writes for a text model, and no file it skips."""
-    from conftest import CONFIGS, ROOT
+    from helpers.paths import CONFIGS, ROOT
 
     text = "to be or not to be, that is the question.\n" * 20
     Path("tiny.txt").write_text(text, encoding="utf-8")

@@ -1,4 +1,4 @@
-"""Against a real single-node SLURM cluster (tests marked ``slurm``, see ``tests/slurm_cluster.py``):
+"""Against a real single-node SLURM cluster (tests marked ``slurm``, see ``tests/helpers/slurm.py``):
 ``submit`` runs a GAN fit to completion; a fit preempted with SIGUSR1 (sent to the batch shell only, or to
 every process of the job) checkpoints, is requeued, resumes in the same run directory and W&B run and ends
 bitwise equal to an uninterrupted run, with its CSV log and ``config.yaml`` as the uninterrupted run's; such a
@@ -8,7 +8,6 @@ signal arriving mid-batch is answered with a checkpoint at the end of that batch
 
 from __future__ import annotations
 
-import csv
 import json
 import os
 import subprocess
@@ -18,14 +17,16 @@ from pathlib import Path
 import pytest
 import torch
 import yaml
-from conftest import ROOT
-from slurm_cluster import cancel, slurm_cluster, wait_for_file, wait_for_job  # noqa: F401
+from helpers.paths import ROOT, TESTS
+from helpers.runners import subprocess_env
+from helpers.runs import differences, metrics_rows
+from helpers.slurm import cancel, wait_for_file, wait_for_job
 
 TINY = ROOT / "tests" / "slurm" / "tiny_gan.yaml"
 GATE_BATCH = 20  # the preempted job is held (and signalled) at the end of this training batch
 #: lines the job scripts run first: this checkout's lit_gen and the test helpers importable in jobs, one thread
 #: per process
-SETUP = [f"export PYTHONPATH={ROOT}:{ROOT / 'tests' / 'slurm'}", "export OMP_NUM_THREADS=1"]
+SETUP = [f"export PYTHONPATH={ROOT}:{TESTS}", "export OMP_NUM_THREADS=1"]
 
 
 def submit(*args: str) -> tuple[int, str, str]:
@@ -57,35 +58,15 @@ def final_state(run_dir: Path) -> dict:
     return {"state_dict": checkpoint["state_dict"], "optimizer_states": checkpoint["optimizer_states"]}
 
 
-def differences(a, b, path: str = "") -> list[str]:
-    """Where two nested checkpoint structures differ (tensors compared bitwise)."""
-    if isinstance(a, torch.Tensor) and isinstance(b, torch.Tensor):
-        return [] if a.dtype == b.dtype and torch.equal(a, b) else [path]
-    if isinstance(a, dict) and isinstance(b, dict):
-        if a.keys() != b.keys():
-            return [f"{path} (keys)"]
-        return [d for k in a for d in differences(a[k], b[k], f"{path}/{k}")]
-    if isinstance(a, (list, tuple)) and isinstance(b, (list, tuple)):
-        if len(a) != len(b):
-            return [f"{path} (length)"]
-        return [d for i, (x, y) in enumerate(zip(a, b)) for d in differences(x, y, f"{path}/{i}")]
-    return [] if a == b else [path]
-
-
-def metrics_rows(run_dir: Path) -> list[dict[str, str]]:
-    with (run_dir / "csv" / "metrics.csv").open(newline="") as f:
-        return list(csv.DictReader(f))
-
-
 @pytest.fixture(scope="module")
-def gated_jobs(slurm_cluster, tmp_path_factory):  # noqa: F811
+def gated_jobs(slurm_cluster, tmp_path_factory):
     """Submits the same tiny GAN fit three times, at once: run A (CSV log, released at once), run B (offline
     W&B and CSV logs) and run C (CSV log), both held at batch 20 until the test preempts them. Yields
     {name: (job id, run dir)}; cancels what is left at the end."""
     base = tmp_path_factory.mktemp("slurm_jobs")
     config = yaml.safe_load(TINY.read_text())
     config["trainer"]["callbacks"].append(
-        {"class_path": "slurm_gate.Gate", "init_args": {"at_batch": GATE_BATCH}}
+        {"class_path": "helpers.callbacks.Gate", "init_args": {"at_batch": GATE_BATCH}}
     )
     (base / "gated_gan.yaml").write_text(yaml.safe_dump(config))
     config["trainer"]["logger"] = [
@@ -96,7 +77,6 @@ def gated_jobs(slurm_cluster, tmp_path_factory):  # noqa: F811
     jobs = {}
     with pytest.MonkeyPatch.context() as mp:
         mp.chdir(base)
-        mp.syspath_prepend(str(ROOT / "tests" / "slurm"))  # submit checks the config's class paths
         for name, config_name in (("A", "gated_gan"), ("B", "gated_gan_wandb"), ("C", "gated_gan")):
             run_dir = base / name
             code, out, err = submit(
@@ -186,7 +166,6 @@ def test_requeued_run_submitted_again_resumes_from_its_newest_checkpoint(gated_j
     # submitted again for 10 more batches: from last.ckpt (batch 60), not the older hpc_ckpt_1 (batch 20)
     with pytest.MonkeyPatch.context() as mp:
         mp.chdir(run_dir.parent)
-        mp.syspath_prepend(str(ROOT / "tests" / "slurm"))
         code, _, err = submit(
             "--config", run_dir / "config.yaml", "--ckpt_path", "last", "--trainer.max_steps", 140,
             "--slurm.time", "00:10:00", "--slurm.setup", json.dumps(SETUP),
@@ -204,7 +183,7 @@ def test_requeued_run_submitted_again_resumes_from_its_newest_checkpoint(gated_j
 
 
 @pytest.mark.slurm
-def test_two_task_srun_ddp_job_from_the_single_node_template(slurm_cluster, tmp_path):  # noqa: F811
+def test_two_task_srun_ddp_job_from_the_single_node_template(slurm_cluster, tmp_path):
     cpus = subprocess.run(["sinfo", "-h", "-o", "%c"], capture_output=True, text=True, timeout=20).stdout
     assert int(cpus.split()[0]) >= 2, f"the test cluster's node has {cpus.strip()} CPU(s); 2 tasks need 2"
     env = {
@@ -255,7 +234,7 @@ def test_two_task_srun_ddp_job_from_the_single_node_template(slurm_cluster, tmp_
 
 
 @pytest.mark.slurm
-def test_sbatch_rejecting_the_script_is_one_line_and_leaves_nothing(slurm_cluster, tmp_path):  # noqa: F811
+def test_sbatch_rejecting_the_script_is_one_line_and_leaves_nothing(slurm_cluster, tmp_path):
     code, out, err = submit("--config", TINY, "--slurm.partition", "no_such_partition")
     assert code == 2, err
     lines = err.strip().splitlines()
@@ -274,19 +253,16 @@ def test_requeue_signal_mid_batch_checkpoints_at_the_batch_end(tmp_path):
     scontrol = bin_dir / "scontrol"
     scontrol.write_text(f'#!/bin/bash\necho "$@" >> {bin_dir}/scontrol_args\nkill -TERM $PPID\n')
     scontrol.chmod(0o755)
-    env = {
-        **os.environ,
-        "PATH": f"{bin_dir}:{os.environ['PATH']}",
-        "PYTHONPATH": f"{ROOT}{os.pathsep}{ROOT / 'tests' / 'slurm'}",
-        "OMP_NUM_THREADS": "1",
+    env = subprocess_env(
+        PATH=f"{bin_dir}:{os.environ['PATH']}",
+        OMP_NUM_THREADS="1",
         **{f"SLURM_{k}": v for k, v in [("JOB_ID", "4242"), ("JOB_NAME", "lit_gen-test"), ("NTASKS", "1"),
            ("NTASKS_PER_NODE", "1"), ("NNODES", "1"), ("PROCID", "0"), ("LOCALID", "0"), ("NODEID", "0"),
            ("NODELIST", "localhost")]},
-    }  # fmt: skip
-    env.pop("LIT_GEN_RUN_DIR", None)
+    )  # fmt: skip
     result = subprocess.run(
         [sys.executable, "-m", "lit_gen", "fit", "--config", str(TINY), "--run.root", "runs",
-         "--trainer.callbacks+=slurm_gate.SignalAt", "--trainer.callbacks.batch", "5"],
+         "--trainer.callbacks+=helpers.callbacks.SignalMidBatch", "--trainer.callbacks.batch", "5"],
         capture_output=True, text=True, env=env, cwd=tmp_path, timeout=300,
     )  # fmt: skip
     run_dir = tmp_path / "runs" / "tiny_gan" / "slurm-4242"  # the CLI's run directory inside a SLURM job

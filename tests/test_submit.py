@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 import torch
 import yaml
-from conftest import ROOT
+from helpers.paths import ROOT
 
 TINY = ROOT / "tests" / "slurm" / "tiny_gan.yaml"
 GAN = ROOT / "configs" / "gan.yaml"

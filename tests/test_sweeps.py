@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 import torch
 import yaml
-from conftest import ROOT
+from helpers.paths import ROOT
 
 from lit_gen.cli import LitGenCLI
 from lit_gen.losses import Hinge

@@ -272,7 +272,8 @@ VAE_CONFIGS = ["vae.yaml", "vae_mnist.yaml", "iwae_mnist.yaml", "beta_vae_mnist.
 
 @pytest.mark.parametrize("config", VAE_CONFIGS)
 def test_config_fits_tests_and_samples(config, cli, mnist_dir, cifar10_dir, request, tmp_path):
-    from conftest import CONFIGS, run_dirs
+    from helpers.paths import CONFIGS
+    from helpers.runs import run_dirs
 
     if "cifar10" in config:
         request.getfixturevalue("cifar10_skip_md5")
@@ -319,7 +320,7 @@ def test_config_fits_tests_and_samples(config, cli, mnist_dir, cifar10_dir, requ
 
 
 def test_config_mistakes_are_one_line_errors(cli):
-    from conftest import CONFIGS
+    from helpers.paths import CONFIGS
 
     config = ["fit", "--config", CONFIGS / "vae.yaml"]
     code, out, err = cli(*config, "--model.init_args.likelihood=lit_gen.likelihoods.DiscretizedLogistic")

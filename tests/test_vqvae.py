@@ -214,7 +214,8 @@ def test_code_interface_for_priors():
 
 
 def test_vqvae_config_fits_tests_and_samples(cli, cifar10_dir, cifar10_skip_md5, tmp_path):
-    from conftest import CONFIGS, run_dirs
+    from helpers.paths import CONFIGS
+    from helpers.runs import run_dirs
 
     args = [
         "--config",

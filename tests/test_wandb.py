@@ -10,18 +10,19 @@ import subprocess
 import sys
 from pathlib import Path
 from types import SimpleNamespace
-from typing import Any
 from urllib.parse import urlsplit
 
 import pytest
 import wandb
 import yaml
-from conftest import CONFIGS, ROOT, run_dirs
+from helpers.configs import TINY_WANDB_GAN
+from helpers.paths import CONFIGS
+from helpers.runs import run_dirs
+from helpers.wandb_runs import wandb_parts, wandb_records, wandb_run_files, wandb_summary
 from lightning.pytorch.utilities.exceptions import SIGTERMException
 
 from lit_gen.callbacks import ModeMetrics, SampleQuality
 from lit_gen.cli import RUN_DIR_PLACEHOLDER, LitGenCLI
-from lit_gen.commands.compare import read_wandb_records
 from lit_gen.loggers import (
     RUN_ID_FILE,
     STEP_KEY,
@@ -34,64 +35,12 @@ from lit_gen.loggers import (
 from lit_gen.metrics.features import RandomConvFeatures
 from lit_gen.metrics.generative import metric_names
 
-#: a toy GAN that trains in a second: 6 batches, samples and mode metrics every 3 batches
-TINY = """
-seed_everything: 0
-trainer:
-  accelerator: cpu
-  devices: 1
-  max_steps: 12
-  log_every_n_steps: 1
-  enable_progress_bar: false
-  enable_model_summary: false
-  logger:
-    - class_path: lit_gen.loggers.OfflineFirstWandbLogger
-      init_args: {project: lit_gen_tests, tags: [toy, test]}
-    - class_path: lightning.pytorch.loggers.CSVLogger
-      init_args: {name: csv, version: ""}
-  callbacks:
-    - class_path: lit_gen.callbacks.SampleGrid
-      init_args: {every_n_batches: 3, num_samples: 100}
-    - class_path: lit_gen.callbacks.ModeMetrics
-      init_args: {every_n_batches: 3, num_samples: 200}
-model:
-  class_path: lit_gen.models.GAN
-  init_args:
-    generator:
-      class_path: lit_gen.nets.MLPGenerator
-      init_args: {latent_dim: 2, hidden: [16], data_dim: 2}
-    discriminator:
-      class_path: lit_gen.nets.MLPDiscriminator
-      init_args: {data_dim: 2, hidden: [16]}
-    ema_decay: null
-    generator_optimizer:
-      class_path: torch.optim.Adam
-      init_args: {lr: 0.0002, betas: [0.5, 0.999]}
-    discriminator_optimizer:
-      class_path: torch.optim.Adam
-      init_args: {lr: 0.0002, betas: [0.5, 0.999]}
-data:
-  class_path: lit_gen.data.Grid
-  init_args: {side: 5, spacing: 2.0, std: 0.05, batch_size: 32}
-"""
-
 
 @pytest.fixture
 def tiny_config(tmp_path) -> Path:
     path = tmp_path / "tiny.yaml"
-    path.write_text(TINY)
+    path.write_text(TINY_WANDB_GAN)
     return path
-
-
-def wandb_run_files(run_dir: Path) -> list[Path]:
-    return sorted(run_dir.glob("wandb/offline-run-*/run-*.wandb"))
-
-
-def records(path: Path) -> dict[str, list]:
-    by_kind: dict[str, list] = {}
-    for record in read_wandb_records(path):
-        by_kind.setdefault(record.WhichOneof("record_type"), []).append(record)
-    return by_kind
 
 
 def test_fit_writes_an_offline_wandb_run_into_the_run_dir(cli, tiny_config):
@@ -107,7 +56,7 @@ def test_fit_writes_an_offline_wandb_run_into_the_run_dir(cli, tiny_config):
         f"lit_gen: W&B run {run_id} is offline in {run_file.parent}; upload it with: wandb sync {run_file.parent}"
     ]
 
-    by_kind = records(run_file)
+    by_kind = wandb_records(run_file)
     (run,) = by_kind["run"]
     assert run.run.project == "lit_gen_tests"
     assert list(run.run.tags) == ["toy", "test"]
@@ -148,7 +97,7 @@ def test_fit_writes_an_offline_wandb_run_into_the_run_dir(cli, tiny_config):
     assert f"wandb sync {run_dir}/wandb/offline-run-*-{run_id}" in err
     resumed = [
         json.loads(i.value_json)
-        for r in records(files[1])["history"]
+        for r in wandb_records(files[1])["history"]
         for i in r.history.item
         if (i.key or "/".join(i.nested_key)) == STEP_KEY
     ]
@@ -293,7 +242,7 @@ def test_run_tags_are_added_to_the_wandb_loggers_tags_once(cli, tiny_config):
     code, _, err = cli("fit", "--config", config, "--ckpt_path", "last", "--trainer.max_steps=4")
     assert code == 0, err
     for run_file in wandb_run_files(run_dir):
-        (run,) = records(run_file)["run"]
+        (run,) = wandb_records(run_file)["run"]
         assert list(run.run.tags) == ["toy", "test", "grid"]
     assert len(wandb_run_files(run_dir)) == 2
 
@@ -408,21 +357,13 @@ def test_a_key_without_network_logs_offline_under_the_same_run_id(
     assert sum(line.startswith(f"lit_gen: W&B run {run.id} is offline in") for line in err) == 1
 
 
-def wandb_parts(run_dir: Path) -> list[dict[str, list]]:
-    """The records of each part (offline folder) of the run in ``run_dir``, in order."""
-    return [records(path) for path in wandb_run_files(run_dir)]
-
-
 @pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT], ids=["SIGTERM", "Ctrl-C"])
-def test_a_run_stopped_by_a_signal_is_preempted_and_its_resumption_resumes_it(
-    cli, tiny_config, monkeypatch, signum
-):
+def test_a_run_stopped_by_a_signal_is_preempted_and_its_resumption_resumes_it(cli, tiny_config, signum):
     """SIGTERM (as on a preempted node) or a first Ctrl-C stops the fit with last.ckpt: the W&B run is marked
     preempting and ends with the process's exit code (143 / 130); resuming the run directory starts a part W&B
     resumes (same run id)."""
-    monkeypatch.syspath_prepend(str(ROOT / "tests" / "slurm"))
     code, _, err = cli(
-        "fit", "--config", tiny_config, "--trainer.callbacks+=slurm_gate.SignalAt",
+        "fit", "--config", tiny_config, "--trainer.callbacks+=helpers.callbacks.SignalMidBatch",
         "--trainer.callbacks.batch", "3", "--trainer.callbacks.signal", str(int(signum)),
     )  # fmt: skip
     assert code == 128 + signum, err
@@ -455,15 +396,6 @@ def test_a_slurm_requeue_marks_the_run_preempting_and_the_following_sigterm_ends
     assert len(losses) == 2
 
 
-def summaries(part: dict[str, list]) -> dict[str, Any]:
-    """The run's final summary: metric -> value (a dict of aggregates for a metric with a summary setting)."""
-    values = {}
-    for record in part["summary"]:
-        for item in record.summary.update:
-            values["/".join(item.nested_key) or item.key] = json.loads(item.value_json)
-    return values
-
-
 def test_every_evaluation_metric_is_summarised_by_its_best_and_last_value(tmp_path):
     """FID/KID by their minimum, precision etc. and the mode metrics by their maximum, the reverse KL by its
     minimum — each with its last value too; the standard deviations by their last value only."""
@@ -481,7 +413,7 @@ def test_every_evaluation_metric_is_summarised_by_its_best_and_last_value(tmp_pa
         logger.log_metrics({f"val/{name}": value for name in names}, step=step)
     logger.finalize("success")
     (part,) = wandb_parts(tmp_path)
-    summary = summaries(part)
+    summary = wandb_summary(part)
     for name in ("fd_random", "kd_random", "reverse_kl"):
         assert summary[f"val/{name}"] == {"min": 1.0, "last": 3.0}, name
     for name in (

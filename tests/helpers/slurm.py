@@ -1,8 +1,7 @@
-"""A real single-node SLURM cluster for the tests marked ``slurm`` (munged + slurmctld + slurmd from the
-Debian packages, started without systemd by ``tests/slurm/start-slurm.sh`` and stopped by pid by
-``tests/slurm/stop-slurm.sh``), and helpers to watch its jobs.
+"""The SLURM cluster of the tests marked ``slurm`` (started by the ``slurm_cluster`` fixture), and its jobs.
 
-The cluster is started once per test session unless the scripts' cluster is running already (a cluster they
+A real single-node cluster: munged + slurmctld + slurmd from the Debian packages, started without systemd by
+``tests/slurm/start-slurm.sh`` and stopped by pid by ``tests/slurm/stop-slurm.sh``. The cluster is started once per test session unless the scripts' cluster is running already (a cluster they
 did not start, e.g. a real one on a login node, is never used), and only what was started here is stopped at
 the end. It needs root and the Debian package archive (CI has both). Where it cannot be
 started the slurm tests FAIL; set ``LIT_GEN_SKIP_SLURM=1`` (or deselect with ``-m "not slurm"``) to skip them.
@@ -18,7 +17,8 @@ from pathlib import Path
 
 import pytest
 
-SCRIPTS = Path(__file__).resolve().parent / "slurm"
+from .paths import SLURM_FILES
+
 #: where start-slurm.sh records the daemons it started (SLURM_CI_RUN_DIR)
 RECORD = Path(os.environ.get("SLURM_CI_RUN_DIR", "/run/slurm-ci")) / "started"
 #: job states after which a job does not run again
@@ -47,12 +47,11 @@ def node_is_idle() -> bool:
     return result.returncode == 0 and result.stdout.strip() in ("idle", "mixed", "allocated")
 
 
-@pytest.fixture(scope="session")
-def slurm_cluster():
-    """Starts the cluster unless one is up; yields; stops what it started."""
+def start_cluster() -> bool:
+    """Starts the cluster unless one is up (the ``slurm_cluster`` fixture); returns whether it started it.
+    Skips the test with ``LIT_GEN_SKIP_SLURM=1`` and fails it where no cluster of the scripts can run."""
     if os.environ.get("LIT_GEN_SKIP_SLURM") == "1":
         pytest.skip("LIT_GEN_SKIP_SLURM=1: SLURM tests skipped on request")
-    started = False
     if cluster_is_up() and not RECORD.is_file():
         pytest.fail(
             "a SLURM cluster that tests/slurm/start-slurm.sh did not start is running here; the tests only "
@@ -66,7 +65,11 @@ def slurm_cluster():
             "SLURM_CI_CPUS": os.environ.get("SLURM_CI_CPUS", str(len(os.sched_getaffinity(0)))),
         }
         result = subprocess.run(
-            ["bash", str(SCRIPTS / "start-slurm.sh")], capture_output=True, text=True, timeout=600, env=env
+            ["bash", str(SLURM_FILES / "start-slurm.sh")],
+            capture_output=True,
+            text=True,
+            timeout=600,
+            env=env,
         )
         if result.returncode != 0:
             tail = (result.stdout + result.stderr).strip().splitlines()[-15:]
@@ -75,10 +78,13 @@ def slurm_cluster():
                 + "\n".join(tail),
                 pytrace=False,
             )
-        started = True
-    yield
-    if started:
-        subprocess.run(["bash", str(SCRIPTS / "stop-slurm.sh")], capture_output=True, text=True, timeout=120)
+        return True
+    return False
+
+
+def stop_cluster() -> None:
+    """Stops the daemons ``start_cluster`` started (by pid)."""
+    subprocess.run(["bash", str(SLURM_FILES / "stop-slurm.sh")], capture_output=True, text=True, timeout=120)
 
 
 def job_info(job_id: str) -> dict[str, str]:

@@ -3,21 +3,15 @@
 - ``write_mnist``: torchvision's ``MNIST/raw/`` layout from the MNIST subset shipped in ``tests/data/mnist``.
 - ``write_cifar10``: a small ``cifar-10-batches-py`` folder in CIFAR-10's pickle format (random pixels).
 - ``write_image_folder``: a few small PNGs of assorted sizes and colour modes in nested folders.
-
-Also tiny configs for tests that train a few steps, and ``lightning_log`` to see what Lightning reports.
 """
 
 from __future__ import annotations
 
-import contextlib
 import gzip
-import logging
 import pickle
-from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
-from lightning.pytorch import Callback
 
 #: the MNIST files torchvision expects under ``{data_dir}/MNIST/raw`` (decompressed)
 MNIST_FILES = ("images-idx3-ubyte", "labels-idx1-ubyte")
@@ -97,96 +91,3 @@ def write_image_folder(root: Path, num: int = 20, seed: int = 0) -> Path:
         image.save(folder / f"img_{i:03d}.png")
     (root / "notes.txt").write_text("not an image\n")
     return root
-
-
-# --- tiny configs for tests that train a few steps ------------------------------------------------------------
-
-#: a DCGAN on the embedded digits at 8 px with 8-wide nets: 2 batches (4 optimizer steps) take about a second
-TINY_IMAGE_GAN = """\
-# tiny DCGAN on 8 px digits for the tests
-seed_everything: 0
-trainer:
-  accelerator: cpu
-  devices: 1
-  max_steps: 4            # 2 batches: one D and one G step each
-  enable_progress_bar: false
-  enable_model_summary: false
-  log_every_n_steps: 1
-  callbacks:
-    - class_path: lit_gen.callbacks.SampleGrid
-      init_args: {every_n_batches: 1, num_samples: 16}
-model:
-  class_path: lit_gen.models.GAN
-  init_args:
-    generator:
-      class_path: lit_gen.nets.DCGANGenerator
-      init_args: {latent_dim: 8, channels: 1, image_size: 8, width: 8}
-    discriminator:
-      class_path: lit_gen.nets.DCGANDiscriminator
-      init_args: {channels: 1, image_size: 8, width: 8}
-    ema_decay: 0.9
-data:
-  class_path: lit_gen.data.Digits
-  init_args: {image_size: 8, batch_size: 16}
-"""
-
-#: a PacGAN2 MLP GAN on the ring of 8 Gaussians with the mode metrics
-TINY_TOY_GAN = """\
-# tiny MLP GAN on the ring for the tests
-seed_everything: 0
-trainer:
-  accelerator: cpu
-  devices: 1
-  max_steps: 4
-  enable_progress_bar: false
-  enable_model_summary: false
-  log_every_n_steps: 1
-  callbacks:
-    - class_path: lit_gen.callbacks.SampleGrid
-      init_args: {every_n_batches: 1, num_samples: 200}
-    - class_path: lit_gen.callbacks.ModeMetrics
-      init_args: {every_n_batches: 1, num_samples: 200}
-model:
-  class_path: lit_gen.models.GAN
-  init_args:
-    generator:
-      class_path: lit_gen.nets.MLPGenerator
-      init_args: {latent_dim: 2, hidden: [16, 16]}
-    discriminator:
-      class_path: lit_gen.nets.MLPDiscriminator
-      init_args: {data_dim: 4, hidden: [16, 16]}
-    pack: 2
-    ema_decay: null
-data:
-  class_path: lit_gen.data.Ring
-  init_args: {num_train: 1000, num_val: 100, batch_size: 32}
-"""
-
-
-def write_config(path: Path, text: str) -> Path:
-    """Writes a config file (its stem becomes the run name) and returns its path."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(text)
-    return path
-
-
-@contextlib.contextmanager
-def lightning_log() -> Iterator[list[str]]:
-    """The messages Lightning logs (``rank_zero_info``) inside the block."""
-    messages: list[str] = []
-    handler = logging.Handler(logging.INFO)
-    handler.emit = lambda record: messages.append(record.getMessage())
-    logger = logging.getLogger("lightning.pytorch")  # it does not propagate to "lightning"
-    logger.addHandler(handler)
-    try:
-        yield messages
-    finally:
-        logger.removeHandler(handler)
-
-
-class FailAtTrainEnd(Callback):
-    """Fails a fit after its last batch (and so after the final ``last.ckpt``), as a late crash would."""
-
-    def on_train_end(self, trainer, pl_module) -> None:
-        raise RuntimeError("failed at the end of training")
