@@ -380,9 +380,9 @@ class LitGenCLI(ConfigOverCheckpointCLI):
         self.run_dir: Path | None = None
         inherited = os.environ.get(RUN_DIR_ENV) is not None
         self._owner = owns_run_dir()
-        self._run: RunDir | None = (
-            None  # the run directory this process owns, to restore after a failed start
-        )
+        # the run directory this process owns (None in the other processes of a run): locked while the run
+        # uses it, restored after a failed start
+        self._run: RunDir | None = None
         self._started = time.monotonic()
         try:
             with quiet_lightning():
