@@ -245,23 +245,16 @@ def fill(template: Path, values: dict[str, str]) -> str:
     return ScriptTemplate("".join(lines)).substitute(values)
 
 
-def render_script(
-    *,
-    shape: JobShape,
-    slurm: SlurmOptions,
-    run_dir: Path,
-    workdir: Path,
-    job_name: str,
-    array: int | None,
-    sweep: str | None,
-    seed: int | None,
-    ckpt_path: str | None,
-    checkpoint_dir: str | None = None,
+def job_script(
+    args: Namespace, slurm: SlurmOptions, shape: JobShape, config: Namespace, run_dir: Path
 ) -> str:
-    """The sbatch script of one run (or one job array) in ``run_dir``: ``slurm/submit_fit.sbatch.template``,
-    or ``slurm/submit_sweep.sbatch.template`` for one W&B agent per array task."""
+    """The batch script of the job in ``run_dir``: ``slurm/submit_fit.sbatch.template``, or
+    ``slurm/submit_sweep.sbatch.template`` for one W&B agent per array task. Sets the config's ``run.dir`` and
+    ``ckpt_path`` as the job reads them: an array's tasks each get their own directory, and the submitted
+    ``ckpt_path`` is for the first start only (a restart resumes from the run's own checkpoint)."""
+    config.run.dir = str(run_dir) if not args.array else None
+    ckpt_path, config.ckpt_path = config.get("ckpt_path"), None
     q = shlex.quote
-    python = slurm.python or sys.executable
     resources = {
         "gpus-per-node": shape.gpus_per_node or None,
         "cpus-per-task": slurm.cpus_per_task,
@@ -270,22 +263,23 @@ def render_script(
         "partition": slurm.partition,
         "account": slurm.account,
     }
-    more_options = [f"--array=0-{array - 1}"] if array else []
+    array = [f"--array=0-{args.array - 1}"] if args.array else []
     values = {
-        "job_name": job_name,
+        "job_name": slurm.job_name or f"lit_gen-{run_dir.parent.name}",
         "nodes": str(shape.nodes),
         "tasks_per_node": str(shape.tasks_per_node),
         "resources": "\n".join(f"#SBATCH --{k}={v}" for k, v in resources.items() if v is not None),
-        "output": str(run_dir / ("slurm-%A_%a.out" if array else "slurm-%j.out")),
-        "workdir": str(workdir),
-        "more_options": "\n".join(f"#SBATCH {option}" for option in [*more_options, *slurm.sbatch]),
+        "output": str(run_dir / ("slurm-%A_%a.out" if args.array else "slurm-%j.out")),
+        "workdir": str(Path.cwd()),
+        "more_options": "\n".join(f"#SBATCH {option}" for option in [*array, *slurm.sbatch]),
         "setup": "\n".join(slurm.setup),
     }
-    if sweep:
-        values.update(python=q(python), bin=q(str(run_dir / "bin")), sweep=q(sweep))
+    python = q(slurm.python or sys.executable)
+    if args.sweep:
+        values.update(python=python, bin=q(str(run_dir / "bin")), sweep=q(args.sweep))
         return fill(TEMPLATES / "submit_sweep.sbatch.template", values)
     fit = [
-        q(python),
+        python,
         "-m",
         "lit_gen",
         "fit",
@@ -294,11 +288,13 @@ def render_script(
         "--run.dir",
         '"$RUN_DIR"',
     ]
-    if array and seed is not None:
+    seed = config.get("seed_everything")
+    if args.array and isinstance(seed, int) and not isinstance(seed, bool):
         fit += ["--seed_everything", f'"$(({seed} + SLURM_ARRAY_TASK_ID))"']
+    checkpoint_dir = None if args.array else config.checkpoint.dirpath
     values.update(
         signal_seconds=str(slurm.signal_seconds),
-        run_dir=q(str(run_dir)) + ('/task-"$SLURM_ARRAY_TASK_ID"' if array else ""),
+        run_dir=q(str(run_dir)) + ('/task-"$SLURM_ARRAY_TASK_ID"' if args.array else ""),
         checkpoint_dir=q(str(checkpoint_dir)) if checkpoint_dir else '"$RUN_DIR/checkpoints"',
         first_ckpt_path=q(ckpt_path) if ckpt_path else "null",
         fit=" ".join(fit),
@@ -373,29 +369,6 @@ def main(argv: list[str]) -> None:
     print(f"  config:        {config_path}")
     print(f"  output:        {output}")
     print(f"  watch:         squeue -j {job_id}; tail -f {output}")
-
-
-def job_script(
-    args: Namespace, slurm: SlurmOptions, shape: JobShape, config: Namespace, run_dir: Path
-) -> str:
-    """The batch script of the job in ``run_dir``; sets the config's ``run.dir`` and ``ckpt_path`` as the job
-    reads them (an array's tasks each get their own directory; the submitted ``ckpt_path`` is for the first
-    start only, a restart resumes from the run's own checkpoint)."""
-    config.run.dir = str(run_dir) if not args.array else None
-    ckpt_path, config.ckpt_path = config.get("ckpt_path"), None
-    seed = config.get("seed_everything")
-    return render_script(
-        shape=shape,
-        slurm=slurm,
-        run_dir=run_dir,
-        workdir=Path.cwd(),
-        job_name=slurm.job_name or f"lit_gen-{run_dir.parent.name}",
-        array=args.array,
-        sweep=args.sweep,
-        seed=seed if isinstance(seed, int) and not isinstance(seed, bool) else None,
-        ckpt_path=ckpt_path,
-        checkpoint_dir=None if args.array else config.checkpoint.dirpath,
-    )
 
 
 def refuse_sweep_overrides(fit_args: list[str]) -> None:
