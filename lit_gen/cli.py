@@ -38,7 +38,7 @@ from lit_gen.callbacks.slurm import SLURMRequeue
 from lit_gen.checkpoints import MOVED_CLASS_PATHS, newest_checkpoint, read_checkpoint, upgrade_class_paths
 from lit_gen.errors import LitGenError, fail, name_bad_config_file, summarize_parse_error, user_error_in
 from lit_gen.loggers import ContinueLogs
-from lit_gen.run_dir import RUN_DIR_ENV, RunDir, owns_run_dir, run_name, slurm_job_tag
+from lit_gen.run_dir import RUN_DIR_ENV, RunDir, fixed_run_dir, owns_run_dir, run_name, slurm_job_tag
 
 #: subcommands that are not Trainer methods: name -> module with a ``main(argv)`` function
 EXTRA_COMMANDS = {
@@ -336,19 +336,6 @@ def check_resume(config: Namespace, ckpt_path: Path) -> None:
             f"{', '.join(differing)}; the config's values are used",
             stacklevel=2,
         )
-
-
-def fixed_run_dir(config: Namespace) -> Path | None:
-    """The run directory a run must use: the config's ``run.dir``, the one the process that launched this DDP
-    process chose, or a SLURM job's own (so a requeued job lands in it again); None: a new one."""
-    if config.run.dir:
-        return Path(config.run.dir)
-    if os.environ.get(RUN_DIR_ENV):
-        return Path(os.environ[RUN_DIR_ENV])
-    job = slurm_job_tag()
-    if job:
-        return Path(config.run.root) / run_name(config) / f"slurm-{job}"
-    return None
 
 
 # --- the CLI ---------------------------------------------------------------------------------------------------

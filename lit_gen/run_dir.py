@@ -63,6 +63,19 @@ def run_name(config: Namespace) -> str:
     return class_path.rsplit(".", 1)[-1].lower()
 
 
+def fixed_run_dir(config: Namespace) -> Path | None:
+    """The run directory a run must use: the config's ``run.dir``, the one the process that launched this DDP
+    process chose, or a SLURM job's own (so a requeued job lands in it again); None: a new one."""
+    if config.run.dir:
+        return Path(config.run.dir)
+    if os.environ.get(RUN_DIR_ENV):
+        return Path(os.environ[RUN_DIR_ENV])
+    job = slurm_job_tag()
+    if job:
+        return Path(config.run.root) / run_name(config) / f"slurm-{job}"
+    return None
+
+
 def _stamped(parent: Path) -> Iterator[Path]:
     """``parent/{YYYYmmdd-HHMMSS}``, then ``-1``, ``-2`` ... for runs started in the same second."""
     stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
