@@ -1,11 +1,10 @@
 """The ``python -m lit_gen`` command line: Lightning's CLI for fit/validate/test/predict, plus the extra
 subcommands ``sample``, ``evaluate``, ``submit`` and ``compare`` (each in ``lit_gen/commands/``).
 
-Every run gets its own directory, ``{run.root}/{run.name}/{YYYYmmdd-HHMMSS}`` (``slurm-{job id}`` inside a
-SLURM job, so a requeued job finds its own checkpoints), holding ``config.yaml`` (the resolved config),
+Every run gets its own directory (``lit_gen.run_dir``) holding ``config.yaml`` (the resolved config),
 ``checkpoints/``, ``samples/`` and the loggers' files. Re-running with a run's own ``config.yaml`` reuses its
-directory, so ``fit --config runs/.../config.yaml --ckpt_path last`` resumes it. A run directory holds one run
-at a time (a lock), and a start that fails before a checkpoint leaves it as it was.
+directory, so ``fit --config runs/.../config.yaml --ckpt_path last`` resumes it; class paths that moved since
+that config was written are read as their new ones (``lit_gen.checkpoints.MOVED_CLASS_PATHS``).
 """
 
 from __future__ import annotations
@@ -15,36 +14,31 @@ import importlib
 import logging
 import os
 import re
-import shutil
 import sys
 import textwrap
 import time
 import warnings
 from collections.abc import Iterator
-from datetime import datetime
 from pathlib import Path
 from typing import Any
 
 import torch
 import yaml
-from jsonargparse import ArgumentError, Namespace
+from jsonargparse import ArgumentError, Namespace, get_loader, set_loader
 from lightning.fabric.utilities.exceptions import MisconfigurationException
-from lightning.pytorch import Callback, Trainer
+from lightning.pytorch import Trainer
 from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.callbacks.progress import ProgressBar as LightningProgressBar
-from lightning.pytorch.cli import LightningArgumentParser, LightningCLI, SaveConfigCallback
+from lightning.pytorch.cli import LightningArgumentParser, SaveConfigCallback
 
+from lit_gen._lightning import ConfigOverCheckpointCLI, parse_without_validation
 from lit_gen.callbacks.progress import ProgressBar
 from lit_gen.callbacks.reliability import Checkpoint, NonFiniteGuard
 from lit_gen.callbacks.slurm import SLURMRequeue
-from lit_gen.checkpoints import newest_checkpoint, read_checkpoint
-from lit_gen.errors import LitGenError
+from lit_gen.checkpoints import MOVED_CLASS_PATHS, newest_checkpoint, read_checkpoint, upgrade_class_paths
+from lit_gen.errors import LitGenError, fail, name_bad_config_file, summarize_parse_error, user_error_in
 from lit_gen.loggers import ContinueLogs
-
-try:
-    import fcntl
-except ImportError:  # Windows
-    fcntl = None
+from lit_gen.run_dir import RUN_DIR_ENV, RunDir, fixed_run_dir, owns_run_dir, run_name, slurm_job_tag
 
 #: subcommands that are not Trainer methods: name -> module with a ``main(argv)`` function
 EXTRA_COMMANDS = {
@@ -54,17 +48,20 @@ EXTRA_COMMANDS = {
     "compare": "lit_gen.commands.compare",
 }
 
-#: set by the process that chooses a run directory, inherited by the DDP processes Lightning launches
-RUN_DIR_ENV = "LIT_GEN_RUN_DIR"
+#: every subcommand with its one-line description, for the top-level help
+COMMAND_HELP = {
+    "fit": "train a model (python -m lit_gen fit --config configs/gan.yaml)",
+    "validate": "run a model over its validation data",
+    "test": "run a model over its test data",
+    "predict": "run a model's predict_step over its predict data",
+    "sample": "write samples of a checkpoint (grid, images, samples.pt)",
+    "evaluate": "FID / KID / IS / precision-recall of a checkpoint's samples or a folder of images",
+    "submit": "run a fit config as a SLURM batch job",
+    "compare": "runs side by side: their configs' differences and metrics",
+}
 
 
-def slurm_job_tag() -> str | None:
-    """``{array job}_{task}`` or ``{job}`` inside a SLURM job (stable across requeues), else None."""
-    array_job, task = os.environ.get("SLURM_ARRAY_JOB_ID"), os.environ.get("SLURM_ARRAY_TASK_ID")
-    if array_job and task:
-        return f"{array_job}_{task}"
-    return os.environ.get("SLURM_JOB_ID")
-
+# --- CPU threads -----------------------------------------------------------------------------------------------
 
 #: cgroup v2 file holding a container's CPU quota ("max 100000" or "<quota> <period>")
 CGROUP_CPU_MAX = Path("/sys/fs/cgroup/cpu.max")
@@ -109,30 +106,26 @@ def set_threads(threads: int | None) -> int:
     return number
 
 
-def new_run_dir(root: str | Path, name: str) -> Path:
-    """Claims a fresh run directory (created here, so two runs started in the same second never collide)."""
-    parent = Path(root) / name
-    try:
-        job = slurm_job_tag()
-        if job:  # a requeued job must land in the same directory
-            path = parent / f"slurm-{job}"
-            path.mkdir(parents=True, exist_ok=True)
-            return path
-        stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
-        parent.mkdir(parents=True, exist_ok=True)
-        for attempt in range(1000):
-            path = parent / (stamp if attempt == 0 else f"{stamp}-{attempt}")
-            try:
-                path.mkdir()
-                return path
-            except FileExistsError:
-                continue
-    except OSError as err:  # read-only or full file system, a file in the way
-        raise LitGenError(
-            f"run.root: cannot create a run directory under '{parent}' ({err.strerror or err})"
-        ) from None
-    raise LitGenError(f"run.root: could not create a new run directory under '{parent}'")
+# --- reading and writing the config ----------------------------------------------------------------------------
 
+#: jsonargparse's parser mode of the CLI: YAML, with the class paths that moved read as their new ones
+PARSER_MODE = "lit_gen_yaml"
+_read_yaml = get_loader("yaml")
+#: moved class paths (old -> new) read since the CLI last reported them
+_moved_paths_read: dict[str, str] = {}
+
+
+def read_yaml_upgrading_class_paths(text: str) -> Any:
+    """jsonargparse's YAML loader, with the class paths that moved replaced by their new ones (and noted), so
+    that a run's ``config.yaml`` written before a class moved still resumes."""
+    value = _read_yaml(text)
+    upgraded = upgrade_class_paths(value)
+    if upgraded != value:
+        _moved_paths_read.update((old, new) for old, new in MOVED_CLASS_PATHS.items() if old in text)
+    return upgraded
+
+
+set_loader(PARSER_MODE, read_yaml_upgrading_class_paths, exceptions=(yaml.YAMLError,))
 
 #: ``save_dir`` of a logger that did not set one, until the run directory is known
 RUN_DIR_PLACEHOLDER = "<run dir>"
@@ -175,6 +168,46 @@ class SaveRunConfig(SaveConfigCallback):
                 logger.log_config(config)
 
 
+def _moved(path: str | None, old_root: Path, new_root: Path) -> str | None:
+    """``path`` re-rooted from ``old_root`` to ``new_root`` when it lies inside ``old_root``; else unchanged."""
+    if not path:
+        return path
+    try:
+        return str(new_root / Path(path).relative_to(old_root))
+    except ValueError:
+        return path
+
+
+def point_into_run_dir(config: Namespace, run_dir: Path) -> None:
+    """Points a fit config's paths (checkpoints, loggers) into ``run_dir``."""
+    config.run.dir = str(run_dir)
+    # a config saved by an earlier run holds paths inside that run's directory: they move with the run
+    previous = config.trainer.default_root_dir
+    if previous and Path(previous) != run_dir:
+        config.checkpoint.dirpath = _moved(config.checkpoint.dirpath, Path(previous), run_dir)
+        for logger in _logger_configs(config):
+            save_dir = logger.init_args.get("save_dir")
+            logger.init_args.save_dir = _moved(save_dir, Path(previous), run_dir)
+    config.trainer.default_root_dir = str(run_dir)
+    if config.checkpoint.dirpath is None:
+        config.checkpoint.dirpath = str(run_dir / "checkpoints")
+    if config.trainer.logger in (None, True):
+        config.trainer.logger = Namespace(
+            class_path="lit_gen.loggers.ResumableCSVLogger",
+            init_args=Namespace(save_dir=str(run_dir), name="csv", version=""),
+        )
+    for logger in _logger_configs(config):  # loggers that set no save_dir write into the run directory
+        if logger.init_args.get("save_dir") in (None, "", ".", RUN_DIR_PLACEHOLDER):
+            logger.init_args.save_dir = str(run_dir)
+    # the configs share one logger block (configs/shared/loggers.yaml): each config's own tags are run.tags
+    for logger in _logger_configs(config):
+        if config.run.tags and "tags" in logger.init_args:
+            tags = [*(logger.init_args.tags or []), *config.run.tags]
+            logger.init_args.tags = list(dict.fromkeys(tags))
+
+
+# --- the console -----------------------------------------------------------------------------------------------
+
 #: warnings and log lines Lightning prints on every fit that say nothing about a lit_gen run: a GAN or VAE
 #: validates in callbacks (no ``validation_step``), logs on an epoch's last batch whatever ``log_every_n_steps``
 #: is, and the remaining ones are about Lightning's own dependencies and products
@@ -214,59 +247,7 @@ def quiet_lightning() -> Iterator[None]:
                 logger.removeFilter(drop)
 
 
-class RunDirLock:
-    """Keeps other lit_gen processes out of a run directory while a run uses it: an exclusive ``flock`` on
-    ``<run dir>/.lit_gen.lock`` (holding the process id), dropped by the OS if the process dies and removed when
-    the run ends. Two runs writing into one directory would interleave their logs and share a W&B run."""
-
-    NAME = ".lit_gen.lock"
-
-    def __init__(self, run_dir: Path) -> None:
-        self.run_dir = Path(run_dir)
-        self.path = self.run_dir / self.NAME
-        self._file = None
-
-    def acquire(self) -> None:
-        if fcntl is None:  # no flock (Windows): unlocked
-            return
-        while True:
-            file = open(self.path, "a+")
-            try:
-                fcntl.flock(file, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            except OSError:
-                file.seek(0)
-                holder = file.read().strip() or "?"
-                file.close()
-                raise LitGenError(
-                    f"run.dir: '{self.run_dir}' is in use by another lit_gen run (process {holder}); "
-                    "wait for it to end or choose another run directory"
-                ) from None
-            # the holder may have removed the file between our open and flock: lock the file now at the path
-            try:
-                if os.stat(self.path).st_ino == os.fstat(file.fileno()).st_ino:
-                    break
-            except FileNotFoundError:
-                pass
-            file.close()
-        file.truncate(0)
-        file.write(f"{os.getpid()}\n")
-        file.flush()
-        self._file = file
-
-    def release(self) -> None:
-        if self._file is not None:
-            self.path.unlink(missing_ok=True)
-            self._file.close()
-            self._file = None
-
-
-def _process_rank() -> int:
-    """This process's rank when a launcher (``srun``, ``torchrun``) started several, else 0."""
-    for name in ("RANK", "SLURM_PROCID"):
-        value = os.environ.get(name, "")
-        if value.isdigit():
-            return int(value)
-    return 0
+# --- resuming --------------------------------------------------------------------------------------------------
 
 
 def last_checkpoint(dirpath: str | Path) -> Path | None:
@@ -302,11 +283,70 @@ def _differing_leaves(old: Any, new: Any, key: str) -> list[str]:
     return [f"{key}: {short[0]!r} -> {short[1]!r}"]
 
 
-class LitGenCLI(LightningCLI):
-    """LightningCLI with per-run directories (one run at a time in each), a forced ``ModelCheckpoint``
+def _plain(value: Any) -> Any:
+    """A config value as plain data (callables by import path), to compare a config with stored hparams."""
+    if isinstance(value, Namespace):
+        value = value.as_dict()
+    if isinstance(value, dict):
+        return {k: _plain(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_plain(v) for v in value]
+    if callable(value) and hasattr(value, "__qualname__"):
+        return f"{value.__module__}.{value.__qualname__}"
+    return value
+
+
+def check_resume(config: Namespace, ckpt_path: Path) -> None:
+    """``ckpt_path`` must be a readable checkpoint (one-line error otherwise, loaded with ``weights_only``) of
+    the config's model class. Resuming restores the optimizers' and LR schedulers' states, so settings of theirs
+    that differ from the checkpoint's would not be used, while ``config.yaml`` would claim they were: that is an
+    error naming them. Other differing ``model.init_args`` are used, and named in a warning. The checkpoint's
+    class paths that moved count as their new ones."""
+    checkpoint = read_checkpoint(ckpt_path)
+    hparams = upgrade_class_paths(dict(checkpoint.get("hyper_parameters") or {}))
+    hparams.pop("_instantiator", None)
+    stored_class = hparams.pop("_class_path", None)
+    model = config.get("model")
+    if stored_class is None or not isinstance(model, Namespace):
+        return
+    if stored_class != model.get("class_path"):
+        raise LitGenError(
+            f"ckpt_path: '{ckpt_path}' holds a {stored_class}, but the config's model is "
+            f"{model.get('class_path')}"
+        )
+    current = _plain(model.get("init_args")) or {}
+    differing = sorted(k for k in hparams.keys() & current.keys() if _plain(hparams[k]) != current[k])
+    restored = [
+        k
+        for k in differing
+        if _is_optimizer_or_scheduler(_plain(hparams[k])) or _is_optimizer_or_scheduler(current[k])
+    ]
+    if restored:
+        changes = [
+            line for k in restored for line in _differing_leaves(_plain(hparams[k]), current[k], f"model.{k}")
+        ]
+        raise LitGenError(
+            f"ckpt_path: '{ckpt_path}' continues with its own optimizer and LR scheduler states, which the "
+            f"config changes ({'; '.join(changes)}): resume with the checkpoint's values, or train from scratch "
+            "without --ckpt_path"
+        )
+    if differing:
+        warnings.warn(
+            f"--ckpt_path {ckpt_path}: the config's model.init_args differ from the checkpoint's in "
+            f"{', '.join(differing)}; the config's values are used",
+            stacklevel=2,
+        )
+
+
+# --- the CLI ---------------------------------------------------------------------------------------------------
+
+
+class LitGenCLI(ConfigOverCheckpointCLI):
+    """LightningCLI with per-run directories (``lit_gen.run_dir``), a forced ``ModelCheckpoint``
     (``--checkpoint.*``) that keeps ``last.ckpt``, optimizers injected into the model from YAML
     (``auto_configure_optimizers=False``), ``--threads``, a quiet console with a summary at the end of ``fit``,
-    and parse errors raised (not printed) so that ``main`` can report them in one line."""
+    and parse errors raised (not printed) so that ``main`` can report them in one line. The hyper-parameters
+    stored in ``--ckpt_path`` do not override the config: ``check_resume`` compares the two."""
 
     def __init__(self, **kwargs: Any) -> None:
         kwargs.setdefault("save_config_callback", SaveRunConfig)
@@ -314,7 +354,8 @@ class LitGenCLI(LightningCLI):
         kwargs.setdefault("auto_configure_optimizers", False)
         kwargs.setdefault("subclass_mode_model", True)
         kwargs.setdefault("subclass_mode_data", True)
-        kwargs.setdefault("parser_kwargs", {"parser_mode": "yaml"})
+        mode = {"parser_mode": PARSER_MODE}
+        kwargs.setdefault("parser_kwargs", {**mode, **{name: mode for name in self.subcommands()}})
         trainer_defaults = kwargs.setdefault("trainer_defaults", {})
         # SLURM auto-requeue saves its checkpoint between batches (a no-op outside SLURM); a resumed run
         # continues its CSV log
@@ -324,15 +365,11 @@ class LitGenCLI(LightningCLI):
             ContinueLogs(),
         ]
         self.run_dir: Path | None = None
-        inherited_run_dir = os.environ.get(RUN_DIR_ENV)
-        # the first process of a run owns its directory (lock, messages, clean-up); the DDP processes it
-        # launches inherit the directory, and srun's other tasks have a rank > 0
-        self._owner = inherited_run_dir is None and _process_rank() == 0
-        self._claimed_run_dir = False
-        self._created: Path | None = None  # the top-most folder this run created for its directory
-        self._before: dict[Path, int] = {}  # what an existing run directory held before this run (mtimes)
-        self._backups: dict[Path, bytes] = {}  # contents of its small top-level files
-        self._lock: RunDirLock | None = None
+        inherited = os.environ.get(RUN_DIR_ENV) is not None
+        self._owner = owns_run_dir()
+        # the run directory this process owns (None in the other processes of a run): locked while the run
+        # uses it, restored after a failed start
+        self._run: RunDir | None = None
         self._started = time.monotonic()
         try:
             with quiet_lightning():
@@ -341,11 +378,12 @@ class LitGenCLI(LightningCLI):
             self.cleanup_after_failure()
             raise
         else:
-            self.cleanup_after_success()
+            if self._run is not None:
+                self._run.remove_if_empty()  # e.g. after fast_dev_run
         finally:
-            if self._lock is not None:
-                self._lock.release()
-            if inherited_run_dir is None:  # in-process callers (tests) start each run afresh
+            if self._run is not None:
+                self._run.release_lock()
+            if not inherited:  # in-process callers (tests) start each run afresh
                 os.environ.pop(RUN_DIR_ENV, None)
 
     def init_parser(self, **kwargs: Any) -> LightningArgumentParser:
@@ -355,12 +393,14 @@ class LitGenCLI(LightningCLI):
     def parse_arguments(self, parser: LightningArgumentParser, args: Any) -> None:
         """Parses like LightningCLI, but a logger given without ``save_dir`` (``--trainer.logger=CSVLogger``)
         is valid: it gets the run directory in ``before_instantiate_classes``. ``--key=None`` means null, as
-        a W&B sweep agent writes a null parameter value."""
+        a W&B sweep agent writes a null parameter value. Class paths that moved are read as their new ones,
+        with a one-line notice."""
         if isinstance(args, (dict, Namespace)):
             return super().parse_arguments(parser, args)
         if args is not None:
             args = [f"{a[:-5]}=null" if a.startswith("--") and a.endswith("=None") else a for a in args]
-        self.config = parser.parse_args(args, _skip_validation=True)
+        _moved_paths_read.clear()
+        self.config = parse_without_validation(parser, args)
         for logger in _logger_configs(self.config.get(str(self.config.get("subcommand")))):
             if logger.init_args.get("save_dir") in (None, ""):
                 logger.init_args.save_dir = RUN_DIR_PLACEHOLDER
@@ -368,52 +408,10 @@ class LitGenCLI(LightningCLI):
             parser.validate(self.config)
         except (TypeError, KeyError, ValueError) as err:
             parser.error(str(err), err)
-
-    def _parse_ckpt_path(self) -> None:
-        """Unlike LightningCLI, the hyper-parameters stored in a checkpoint do not override the config: the
-        run's ``config.yaml`` and the command line decide the model (``check_resume`` compares the two once
-        the run directory, and so the checkpoint ``last`` means, is known)."""
-
-    def check_resume(self, config: Namespace, ckpt_path: Path) -> None:
-        """``ckpt_path`` must be a readable checkpoint (one-line error otherwise, loaded with ``weights_only``)
-        of the config's model class. Resuming restores the optimizers' and LR schedulers' states, so settings of
-        theirs that differ from the checkpoint's would not be used, while ``config.yaml`` would claim they were:
-        that is an error naming them. Other differing ``model.init_args`` are used, and named in a warning."""
-        checkpoint = read_checkpoint(ckpt_path)
-        hparams = dict(checkpoint.get("hyper_parameters") or {})
-        hparams.pop("_instantiator", None)
-        stored_class = hparams.pop("_class_path", None)
-        model = config.get("model")
-        if stored_class is None or not isinstance(model, Namespace):
-            return
-        if stored_class != model.get("class_path"):
-            raise LitGenError(
-                f"ckpt_path: '{ckpt_path}' holds a {stored_class}, but the config's model is "
-                f"{model.get('class_path')}"
-            )
-        current = _plain(model.get("init_args")) or {}
-        differing = sorted(k for k in hparams.keys() & current.keys() if _plain(hparams[k]) != current[k])
-        restored = [
-            k
-            for k in differing
-            if _is_optimizer_or_scheduler(_plain(hparams[k])) or _is_optimizer_or_scheduler(current[k])
-        ]
-        if restored:
-            changes = [
-                line
-                for k in restored
-                for line in _differing_leaves(_plain(hparams[k]), current[k], f"model.{k}")
-            ]
-            raise LitGenError(
-                f"ckpt_path: '{ckpt_path}' continues with its own optimizer and LR scheduler states, which the "
-                f"config changes ({'; '.join(changes)}): resume with the checkpoint's values, or train from scratch "
-                "without --ckpt_path"
-            )
-        if differing:
-            warnings.warn(
-                f"--ckpt_path {ckpt_path}: the config's model.init_args differ from the checkpoint's in "
-                f"{', '.join(differing)}; the config's values are used",
-                stacklevel=2,
+        if _moved_paths_read and self._owner:
+            moved = ", ".join(f"{old} -> {new}" for old, new in _moved_paths_read.items())
+            print(
+                f"lit_gen: config: read class paths that moved as their new ones ({moved})", file=sys.stderr
             )
 
     def add_arguments_to_parser(self, parser: LightningArgumentParser) -> None:
@@ -449,17 +447,50 @@ class LitGenCLI(LightningCLI):
         parser.set_defaults({"checkpoint.save_last": True, "checkpoint.enable_version_counter": False})
         parser.add_lightning_class_args(NonFiniteGuard, "nonfinite")
 
-    def _instantiate_trainer(self, config: dict[str, Any], callbacks: list[Callback]) -> Trainer:
-        """The progress bar is ``lit_gen.callbacks.ProgressBar`` (redrawn at most twice a second) unless the
-        config chose one or turned it off."""
-        if config.get("enable_progress_bar") is not False:
-            chosen = config.get("callbacks") or []
-            chosen = [*(chosen if isinstance(chosen, list) else [chosen]), *callbacks]
-            defaults = self.trainer_defaults.get("callbacks") or []
-            chosen += defaults if isinstance(defaults, list) else [defaults]
-            if not any(isinstance(c, LightningProgressBar) for c in chosen):
-                callbacks = [*callbacks, ProgressBar()]
-        return super()._instantiate_trainer(config, callbacks)
+    def before_instantiate_classes(self) -> None:
+        """Checks what a run starts from (``--ckpt_path``), then chooses, takes and locks its run directory."""
+        config = self.config[self.subcommand]
+        set_threads(config.get("threads"))
+        if self.subcommand == "fit":
+            for key in ("max_steps", "max_epochs"):
+                if config.trainer.get(key) == 0:
+                    raise LitGenError(f"trainer.{key}: 0 trains nothing (-1 or null: no limit)")
+        run_dir = fixed_run_dir(config)
+        ckpt_path = config.get("ckpt_path")
+        if ckpt_path == "last":
+            if run_dir is None:
+                raise LitGenError(
+                    "ckpt_path: 'last' resumes a run: give the run's own config (--config "
+                    "runs/<name>/<run>/config.yaml) or its directory (--run.dir)"
+                )
+            self._use_run_dir(config, run_dir)
+            found = last_checkpoint(config.checkpoint.dirpath)
+            if found is None and not slurm_job_tag():  # inside SLURM, `last` may precede the first checkpoint
+                raise LitGenError(f"ckpt_path: 'last': no last checkpoint in '{config.checkpoint.dirpath}'")
+            if found is not None:
+                check_resume(config, found)
+                # resuming in place: of course the run's checkpoint directory holds checkpoints
+                warnings.filterwarnings(
+                    "ignore", message=r".*Checkpoint directory .* exists and is not empty"
+                )
+        elif ckpt_path and str(ckpt_path) not in ("best", "hpc") and "://" not in str(ckpt_path):
+            check_resume(config, Path(ckpt_path))
+        if run_dir is None:  # a new one, claimed once the arguments are known to be good
+            self._run = RunDir.claim(config.run.root, run_name(config))
+            run_dir = self._run.path
+        elif self._owner:
+            self._run = RunDir.take(run_dir)
+        else:
+            run_dir.mkdir(parents=True, exist_ok=True)
+        self._use_run_dir(config, run_dir)
+        if self._owner:
+            self._run.acquire_lock()
+            print(f"lit_gen: run directory {run_dir}", file=sys.stderr)
+
+    def _use_run_dir(self, config: Namespace, run_dir: Path) -> None:
+        self.run_dir = run_dir
+        os.environ[RUN_DIR_ENV] = str(run_dir)
+        point_into_run_dir(config, run_dir)
 
     def instantiate_classes(self) -> None:
         """As LightningCLI; then ``--ckpt_path last`` becomes the run's checkpoint with the most training
@@ -472,154 +503,30 @@ class LitGenCLI(LightningCLI):
             if newest is not None:
                 config.ckpt_path = str(newest)
 
-    # --- run directory ---------------------------------------------------------------------------------------
-
-    def _run_name(self, config: Namespace) -> str:
-        if config.run.name:
-            return config.run.name
-        files = config.get("config") or []
-        if files:
-            return Path(str(files[-1])).stem
-        model = config.get("model")
-        class_path = model.get("class_path", "run") if isinstance(model, Namespace) else "run"
-        return class_path.rsplit(".", 1)[-1].lower()
-
-    def before_instantiate_classes(self) -> None:
-        config = self.config[self.subcommand]
-        set_threads(config.get("threads"))
-        if self.subcommand == "fit":
-            for key in ("max_steps", "max_epochs"):
-                if config.trainer.get(key) == 0:
-                    raise LitGenError(f"trainer.{key}: 0 trains nothing (-1 or null: no limit)")
-        job = slurm_job_tag()
-        if config.run.dir:
-            run_dir = Path(config.run.dir)
-        elif os.environ.get(RUN_DIR_ENV):
-            run_dir = Path(os.environ[RUN_DIR_ENV])
-        elif job:  # a requeued job must land in the same directory
-            run_dir = Path(config.run.root) / self._run_name(config) / f"slurm-{job}"
-        else:
-            run_dir = None  # a new one, claimed once the arguments are known to be good
-        ckpt_path = config.get("ckpt_path")
-        if ckpt_path == "last":
-            if run_dir is None:
-                raise LitGenError(
-                    "ckpt_path: 'last' resumes a run: give the run's own config (--config "
-                    "runs/<name>/<run>/config.yaml) or its directory (--run.dir)"
-                )
-            self._use_run_dir(config, run_dir)
-            found = last_checkpoint(config.checkpoint.dirpath)
-            if found is None and not job:  # inside SLURM, `last` may be set before the first checkpoint
-                raise LitGenError(f"ckpt_path: 'last': no last checkpoint in '{config.checkpoint.dirpath}'")
-            if found is not None:
-                self.check_resume(config, found)
-                # resuming in place: of course the run's checkpoint directory holds checkpoints
-                warnings.filterwarnings(
-                    "ignore", message=r".*Checkpoint directory .* exists and is not empty"
-                )
-        elif ckpt_path and str(ckpt_path) not in ("best", "hpc") and "://" not in str(ckpt_path):
-            self.check_resume(config, Path(ckpt_path))
-        if run_dir is None:
-            run_dir = new_run_dir(config.run.root, self._run_name(config))
-            self._claimed_run_dir, self._created = True, run_dir
-        elif self._owner:
-            self._take_existing(run_dir)
-        else:
-            run_dir.mkdir(parents=True, exist_ok=True)
-        self._use_run_dir(config, run_dir)
-        if self._owner:
-            self._lock = RunDirLock(run_dir)
-            self._lock.acquire()
-            print(f"lit_gen: run directory {run_dir}", file=sys.stderr)
-
-    def _take_existing(self, run_dir: Path) -> None:
-        """Notes what a run directory holds before this run (creating it if it is new), so that a failed start
-        can leave it as it was."""
-        if not run_dir.exists():
-            created = run_dir.absolute()
-            while not created.parent.exists():
-                created = created.parent
-            run_dir.mkdir(parents=True)
-            self._created = created
-            return
-        self._before = {p: p.lstat().st_mtime_ns for p in run_dir.rglob("*")}
-        for path in run_dir.iterdir():
-            if path.is_file() and not path.is_symlink() and path.stat().st_size <= 1 << 20:
-                self._backups[path] = path.read_bytes()
-
-    def _use_run_dir(self, config: Namespace, run_dir: Path) -> None:
-        """Points the config's paths (checkpoints, loggers) into ``run_dir``."""
-        self.run_dir = run_dir
-        os.environ[RUN_DIR_ENV] = str(run_dir)
-        config.run.dir = str(run_dir)
-        # a config saved by an earlier run holds paths inside that run's directory: they move with the run
-        previous = config.trainer.default_root_dir
-        if previous and Path(previous) != run_dir:
-            config.checkpoint.dirpath = _moved(config.checkpoint.dirpath, Path(previous), run_dir)
-            for logger in _logger_configs(config):
-                save_dir = logger.init_args.get("save_dir")
-                logger.init_args.save_dir = _moved(save_dir, Path(previous), run_dir)
-        config.trainer.default_root_dir = str(run_dir)
-        if config.checkpoint.dirpath is None:
-            config.checkpoint.dirpath = str(run_dir / "checkpoints")
-        if config.trainer.logger in (None, True):
-            config.trainer.logger = Namespace(
-                class_path="lit_gen.loggers.ResumableCSVLogger",
-                init_args=Namespace(save_dir=str(run_dir), name="csv", version=""),
-            )
-        for logger in _logger_configs(config):  # loggers that set no save_dir write into the run directory
-            if logger.init_args.get("save_dir") in (None, "", ".", RUN_DIR_PLACEHOLDER):
-                logger.init_args.save_dir = str(run_dir)
-        # the configs share one logger block (configs/shared/loggers.yaml): each config's own tags are run.tags
-        for logger in _logger_configs(config):
-            if config.run.tags and "tags" in logger.init_args:
-                tags = [*(logger.init_args.tags or []), *config.run.tags]
-                logger.init_args.tags = list(dict.fromkeys(tags))
+    def instantiate_trainer(self, **kwargs: Any) -> Trainer:
+        """As LightningCLI; the progress bar is ``lit_gen.callbacks.ProgressBar`` (redrawn at most twice a
+        second) unless the config chose one or turned it off."""
+        trainer = {
+            **(self.config_init.get(str(self.subcommand), self.config_init).get("trainer") or {}),
+            **kwargs,
+        }
+        if trainer.get("enable_progress_bar") is not False:
+            chosen = trainer.get("callbacks") or []
+            chosen = chosen if isinstance(chosen, list) else [chosen]
+            defaults = self.trainer_defaults.get("callbacks") or []
+            defaults = defaults if isinstance(defaults, list) else [defaults]
+            if not any(isinstance(c, LightningProgressBar) for c in [*chosen, *defaults]):
+                kwargs["callbacks"] = [*chosen, ProgressBar()]
+        return super().instantiate_trainer(**kwargs)
 
     def cleanup_after_failure(self) -> None:
-        """A run that failed before saving a checkpoint leaves its run directory as it was: removed if this run
-        created it, else without the files this run added and with its top-level files as they were."""
-        if not self._owner or self.run_dir is None or not self.run_dir.exists():
+        """A run that failed before saving a checkpoint leaves its run directory as it was (``RunDir.restore``),
+        and says so when it removed the directory (whose name the start printed)."""
+        if self._run is None or self._run.saved_checkpoint():
             return
-        if any(self._before.get(p) != p.lstat().st_mtime_ns for p in self.run_dir.rglob("*.ckpt")):
-            return  # it saved a checkpoint: keep what it wrote
-        if self._created is not None:
-            shutil.rmtree(self._created, ignore_errors=True)
-            if self._claimed_run_dir:
-                self._remove_empty_parents()
-            # the start of the run named this directory (and a W&B offline folder in it to sync): say it is gone
-            print(
-                f"lit_gen: removed the run directory {self._created} (no checkpoint was saved)",
-                file=sys.stderr,
-            )
-            return
-        keep = {self.run_dir / RunDirLock.NAME}
-        for path in sorted(set(self.run_dir.rglob("*")) - self._before.keys() - keep, reverse=True):
-            if path.is_dir() and not path.is_symlink():
-                shutil.rmtree(path, ignore_errors=True)
-            else:
-                path.unlink(missing_ok=True)
-        for path, content in self._backups.items():
-            if not path.is_file() or path.read_bytes() != content:
-                path.write_bytes(content)
-
-    def _remove_empty_parents(self) -> None:
-        for parent in (self.run_dir.parent, self.run_dir.parent.parent):
-            try:
-                parent.rmdir()  # only succeeds when empty
-            except OSError:
-                break
-
-    def cleanup_after_success(self) -> None:
-        """Removes the run directory when nothing was written into it (e.g. ``fast_dev_run``)."""
-        if self.run_dir is not None and self._claimed_run_dir and self.run_dir.is_dir():
-            if not any(p.name != RunDirLock.NAME for p in self.run_dir.iterdir()):
-                if self._lock is not None:
-                    self._lock.release()
-                self.run_dir.rmdir()
-                self._remove_empty_parents()
-
-    # --- the end of a fit ------------------------------------------------------------------------------------
+        removed = self._run.restore()
+        if removed is not None:
+            print(f"lit_gen: removed the run directory {removed} (no checkpoint was saved)", file=sys.stderr)
 
     def after_fit(self) -> None:
         if self.trainer.is_global_zero:
@@ -670,105 +577,6 @@ def _duration(seconds: float) -> str:
     minutes, seconds = divmod(int(round(seconds)), 60)
     hours, minutes = divmod(minutes, 60)
     return f"{hours}:{minutes:02d}:{seconds:02d}" if hours else f"{minutes}:{seconds:02d}"
-
-
-def _moved(path: str | None, old_root: Path, new_root: Path) -> str | None:
-    """``path`` re-rooted from ``old_root`` to ``new_root`` when it lies inside ``old_root``; else unchanged."""
-    if not path:
-        return path
-    try:
-        return str(new_root / Path(path).relative_to(old_root))
-    except ValueError:
-        return path
-
-
-def _plain(value: Any) -> Any:
-    """A config value as plain data (callables by import path), to compare a config with stored hparams."""
-    if isinstance(value, Namespace):
-        value = value.as_dict()
-    if isinstance(value, dict):
-        return {k: _plain(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_plain(v) for v in value]
-    if callable(value) and hasattr(value, "__qualname__"):
-        return f"{value.__module__}.{value.__qualname__}"
-    return value
-
-
-_NOISE_PREFIXES = (
-    "Does not validate against any of the Union subtypes",
-    "Subtypes:",
-    "Errors:",
-    "Given value",
-)
-
-
-#: a key whose value names a config file that is not there (e.g. ``trainer.logger: shared/loggers.yaml``)
-_MISSING_SUBCONFIG = re.compile(
-    r'Parser key "([^"]+)":.*?Expected a path but (\S+\.(?:ya?ml|json)) either not accessible', re.DOTALL
-)
-
-
-def summarize_parse_error(message: str) -> str:
-    """One line from a jsonargparse message: the key it names and its most specific complaints, without the
-    Union/NoneType boilerplate."""
-    missing = _MISSING_SUBCONFIG.match(str(message))
-    if missing:
-        key, path = missing.groups()
-        return f"{key}: no file '{path}' (a relative path in a config file is relative to that file's folder)"
-    lines = [line.strip().lstrip("- ").strip() for line in str(message).splitlines()]
-    lines = [line for line in lines if line and not line.startswith(_NOISE_PREFIXES)]
-    lines = [line for line in lines if line != "Expected a <class 'NoneType'>"]
-    text = " ".join(lines)
-    return text if len(text) <= 400 else text[:397] + "..."
-
-
-def name_bad_config_file(args: list[str], message: str) -> str:
-    """jsonargparse reports a config file that is not valid YAML without naming it: prefixes the message with
-    the first ``--config`` file that YAML cannot parse."""
-    if not message.startswith("Problems parsing config"):
-        return message
-    import yaml
-
-    paths = [b for a, b in zip(args, args[1:]) if a == "--config"]
-    paths += [a.split("=", 1)[1] for a in args if a.startswith("--config=")]
-    for path in paths:
-        try:
-            yaml.safe_load(Path(path).read_text())
-        except (OSError, yaml.YAMLError):
-            detail = message.replace(' in "<unicode string>"', "")
-            return f"config: '{path}': {detail}"
-    return message
-
-
-def user_error_in(err: BaseException) -> LitGenError | None:
-    """The LitGenError behind ``err`` (jsonargparse wraps errors raised while instantiating classes)."""
-    seen = set()
-    while err is not None and id(err) not in seen:
-        if isinstance(err, LitGenError):
-            return err
-        seen.add(id(err))
-        err = err.__cause__ or err.__context__
-    return None
-
-
-def fail(message: str, code: int = 2) -> None:
-    """Prints ``lit_gen: error: <message>`` on one line to stderr and exits with ``code``."""
-    print(f"lit_gen: error: {' '.join(str(message).split())}", file=sys.stderr)
-    raise SystemExit(code)
-
-
-#: every subcommand with its one-line description, for the top-level help
-COMMAND_HELP = {
-    "fit": "train a model (python -m lit_gen fit --config configs/gan.yaml)",
-    "validate": "run a model over its validation data",
-    "test": "run a model over its test data",
-    "predict": "run a model's predict_step over its predict data",
-    "sample": "write samples of a checkpoint (grid, images, samples.pt)",
-    "evaluate": "FID / KID / IS / precision-recall of a checkpoint's samples or a folder of images",
-    "submit": "run a fit config as a SLURM batch job",
-    "compare": "runs side by side: their configs' differences and metrics",
-}
 
 
 def top_level_help() -> str:

@@ -9,10 +9,12 @@ from pathlib import Path
 
 import pytest
 import torch
-from helpers.configs import TINY_IMAGE_GAN, write_config
+import yaml
+from helpers.configs import TINY_IMAGE_GAN, VAE_CONFIG, write_config
 from helpers.runs import run_dirs
 
-from lit_gen.cli import COMMAND_HELP, EXTRA_COMMANDS, RunDirLock, available_cpus, default_threads
+from lit_gen.cli import COMMAND_HELP, EXTRA_COMMANDS, available_cpus, default_threads
+from lit_gen.run_dir import RunDirLock
 
 CFG = "tiny.yaml"
 
@@ -234,3 +236,59 @@ def test_the_summary_shows_the_metrics_callbacks_evaluate():
     trainer.callback_metrics["val/fd_random"] = torch.tensor(0.0462)
     summary = fit_summary(trainer, None, 3.0)
     assert "val/fd_random 0.0462" in summary, summary
+
+
+# --- a run's config written before classes moved ------------------------------------------------------------
+
+
+def vae_with_moved_classes() -> str:
+    """test_resume's tiny VAE with an LR scheduler: its likelihood and scheduler are classes that moved
+    (``lit_gen.checkpoints.MOVED_CLASS_PATHS``)."""
+    config = yaml.safe_load(VAE_CONFIG)
+    config["trainer"].update(max_steps=2, logger=False)
+    config["model"]["init_args"]["lr_scheduler"] = {"class_path": "lit_gen.optim.BurdaLR"}
+    return yaml.safe_dump(config)
+
+
+MOVED = {
+    "lit_gen.likelihoods.Bernoulli": "lit_gen.models.vae.Bernoulli",
+    "lit_gen.optim.BurdaLR": "lit_gen.models.vae.BurdaLR",
+}
+
+
+def _with_old_class_paths(value):
+    if isinstance(value, str):
+        return MOVED.get(value, value)
+    if isinstance(value, dict):
+        return {k: _with_old_class_paths(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_with_old_class_paths(v) for v in value]
+    return value
+
+
+def test_a_run_whose_config_names_classes_that_moved_still_resumes(cli):
+    write_config(Path("vae.yaml"), vae_with_moved_classes())
+    code, _, err = cli("fit", "--config", "vae.yaml", "--run.dir", "run")
+    assert code == 0, err
+    # the run as an older lit_gen wrote it: config.yaml and the checkpoint's hyper-parameters name old paths
+    config = Path("run/config.yaml")
+    text = config.read_text()
+    for new, old in MOVED.items():
+        text = text.replace(new, old)
+    config.write_text(text)
+    last = Path("run/checkpoints/last.ckpt")
+    checkpoint = torch.load(last, weights_only=True)
+    checkpoint["hyper_parameters"] = _with_old_class_paths(checkpoint["hyper_parameters"])
+    assert "lit_gen.models.vae.BurdaLR" in str(checkpoint["hyper_parameters"])
+    torch.save(checkpoint, last)
+
+    code, _, err = cli("fit", "--config", config, "--ckpt_path", "last", "--trainer.max_steps", "4")
+    assert code == 0, err
+    notices = [line for line in err.splitlines() if "moved" in line]
+    assert notices == [
+        "lit_gen: config: read class paths that moved as their new ones (lit_gen.models.vae.Bernoulli -> "
+        "lit_gen.likelihoods.Bernoulli, lit_gen.models.vae.BurdaLR -> lit_gen.optim.BurdaLR)"
+    ], err
+    assert torch.load(last, weights_only=True)["global_step"] == 4
+    text = config.read_text()  # the resumed run's config names the new paths
+    assert all(old not in text and new in text for new, old in MOVED.items())

@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 import torch
 import yaml
-from helpers.configs import TINY_TOY_GAN
+from helpers.configs import TINY_TOY_GAN, VAE_CONFIG
 from helpers.paths import CONFIGS
 from helpers.runners import lightning_log, run, subprocess_env
 from helpers.runs import differences, last_checkpoint, metrics_rows
@@ -61,41 +61,6 @@ checkpoint:
 GAN_HALF_STEPS = 7  # 5 batches
 
 
-# the VAE draws its noise from per-batch generators; DrawsGlobalRandom makes the global RNG states matter, and
-# validations (every 4 batches) must not shift them
-VAE_CONFIG = """
-seed_everything: 5
-trainer:
-  accelerator: cpu
-  devices: 1
-  max_steps: 12
-  log_every_n_steps: 1
-  enable_progress_bar: false
-  enable_model_summary: false
-  limit_val_batches: 2
-  val_check_interval: 4
-  num_sanity_val_steps: 1
-  callbacks:
-    - class_path: helpers.callbacks.DrawsGlobalRandom
-model:
-  class_path: lit_gen.models.VAE
-  init_args:
-    encoder:
-      class_path: lit_gen.nets.MLPEncoder
-      init_args: {image_shape: [1, 8, 8], hidden: [16], latent_dim: 4}
-    decoder:
-      class_path: lit_gen.nets.MLPDecoder
-      init_args: {latent_dim: 4, hidden: [16], image_shape: [1, 8, 8], params_per_pixel: 1}
-    likelihood:
-      class_path: lit_gen.likelihoods.Bernoulli
-      init_args: {binarize: true}
-    val_k: 2
-data:
-  class_path: lit_gen.data.Digits
-  init_args: {image_size: 8, batch_size: 64}
-checkpoint:
-  every_n_train_steps: 5
-"""
 VAE_HALF_STEPS = 6  # a validation ran at step 4 in both runs; the uninterrupted one validates at 8 too
 
 

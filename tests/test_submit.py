@@ -1,11 +1,13 @@
 """``python -m lit_gen submit`` without a cluster: the script it renders from the run's config (job shape,
 Lightning's SLURM rules, arrays, sweeps), ``--dry-run``, the files it writes, and one-line errors when sbatch
 is missing or rejects the script (a stand-in ``sbatch`` on PATH plays the cluster). The real cluster is in
-``tests/test_slurm.py``; the sbatch templates under ``slurm/`` are checked here."""
+``tests/test_slurm.py``; the sbatch templates under ``slurm/`` (the hand-edited ones and the two submit
+fills in) are checked here."""
 
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 from pathlib import Path
 
@@ -280,3 +282,24 @@ def test_templates_follow_lightnings_slurm_rules(name):
     assert found["signal"] == "SIGUSR1@90" and "requeue" in found
     assert 'srun "$PYTHON" -m lit_gen fit' in text
     assert '--trainer.devices "$SLURM_NTASKS_PER_NODE" --trainer.num_nodes "$SLURM_JOB_NUM_NODES"' in text
+
+
+@pytest.mark.parametrize("kind", ["fit", "sweep"])
+def test_the_script_templates_are_filled_completely(cli, kind):
+    """``slurm/submit_{fit,sweep}.sbatch.template``: every ``${name}`` is replaced, bash's own variables are
+    left as they are."""
+    extra = ["--array", "2", "--sweep", "me/proj/abc123"] if kind == "sweep" else []
+    code, out, err = cli("submit", "--config", TINY, *extra, "--dry-run")
+    assert code == 0, err
+    assert not re.search(r"\$\{[a-z]", out), out
+    assert '"$RUN_DIR' in out if kind == "fit" else 'exec %q "$@"' in out
+    template = (ROOT / "slurm" / f"submit_{kind}.sbatch.template").read_text()
+    assert out.splitlines()[:2] == template.splitlines()[:2]
+
+
+def test_a_missing_script_template_is_one_line(cli, monkeypatch, tmp_path):
+    monkeypatch.setattr("lit_gen.commands.submit.TEMPLATES", tmp_path / "nowhere")
+    code, out, err = cli("submit", "--config", TINY, "--dry-run")
+    assert code == 2 and out == ""
+    assert err.startswith(f"lit_gen: error: submit: cannot read the job script template '{tmp_path}/nowhere/")
+    assert len(err.strip().splitlines()) == 1

@@ -26,11 +26,15 @@ def _load_check():
 check = _load_check()
 
 
-class BuildOnly(LitGenCLI):
-    """The CLI up to instantiation (model, data, trainer), without running the subcommand."""
+class _Built(Exception):
+    pass
 
-    def _run_subcommand(self, subcommand: str) -> None:
-        pass
+
+class BuildOnly(LitGenCLI):
+    """The CLI up to instantiation (model, data, trainer): it stops before running ``fit``."""
+
+    def before_fit(self) -> None:
+        raise _Built(self)
 
 
 def test_agent_arguments_arrive_in_the_model(tmp_path, monkeypatch):
@@ -50,7 +54,9 @@ def test_agent_arguments_arrive_in_the_model(tmp_path, monkeypatch):
     assert "--model.ema_decay=None" in command and "--trainer.enable_model_summary=False" in command
     assert "--model.generator.init_args.hidden=[64, 32]" in command
     monkeypatch.chdir(ROOT)  # agents run from the repository root
-    cli = BuildOnly(args=[*check.cli_args(Path("sweep"), command), f"--run.root={tmp_path}"])
+    with pytest.raises(_Built) as built:
+        BuildOnly(args=[*check.cli_args(Path("sweep"), command), f"--run.root={tmp_path}"])
+    cli = built.value.args[0]
 
     model = cli.model
     assert isinstance(model.loss, Hinge)

@@ -17,16 +17,17 @@ from __future__ import annotations
 import json
 import re
 import sys
+from argparse import RawDescriptionHelpFormatter
 from pathlib import Path
 
 import torch
-from jsonargparse import ArgumentParser, DefaultHelpFormatter
+from jsonargparse import ArgumentParser, DefaultHelpFormatter, Namespace
 from lightning.pytorch import LightningDataModule
 from torch import Tensor, nn
 from torch.utils.data import DataLoader, Dataset
 
 import lit_gen
-from lit_gen.checkpoints import load_datamodule, load_model, refused_load
+from lit_gen.checkpoints import load_datamodule, load_model, read_checkpoint, refused_load
 from lit_gen.errors import LitGenError
 from lit_gen.metrics.features import FeatureExtractor, InceptionV3Features, as_extractor
 from lit_gen.metrics.generative import METRICS, GenerativeMetrics
@@ -40,15 +41,8 @@ from lit_gen.metrics.reference import (
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".webp", ".tif", ".tiff")
 
 
-class HelpFormatter(DefaultHelpFormatter):
-    """jsonargparse's help with the description's lines kept and without the "known subclasses" lists (for
-    ``--extractor``, every ``nn.Module`` in torch: ~750 lines)."""
-
-    def _get_help_string(self, action) -> str:
-        return re.sub(r", known subclasses: [^)]*", "", super()._get_help_string(action))
-
-    def _fill_text(self, text: str, width: int, indent: str) -> str:
-        return "".join(indent + line for line in text.splitlines(keepends=True))
+class HelpFormatter(RawDescriptionHelpFormatter, DefaultHelpFormatter):
+    """jsonargparse's help (types, defaults) with the description's lines kept (its examples)."""
 
 
 def build_parser() -> ArgumentParser:
@@ -191,12 +185,34 @@ def default_out(args, extractor: FeatureExtractor) -> Path:
     return Path(f"evaluate-{extractor.name}.json")
 
 
-# --- main ----------------------------------------------------------------------------------------------------
+# --- the modes ----------------------------------------------------------------------------------------------
 
 
 def main(argv: list[str]) -> None:
     parser = build_parser()
+    if any(arg in ("-h", "--help") for arg in argv):
+        sys.stdout.write(short_help(parser))
+        return
     args = parser.instantiate_classes(parser.parse_args(argv))
+    check_arguments(args)
+    device = usable_device(args.device)
+    extractor = as_extractor(args.extractor) if args.extractor is not None else InceptionV3Features()
+    extractor = extractor.to(device)
+    if args.stats_only:
+        write_reference(args, extractor, device)
+    elif args.ckpt_path:
+        evaluate_checkpoint(args, extractor, device)
+    else:
+        evaluate_images(args, extractor, device)
+
+
+def short_help(parser: ArgumentParser) -> str:
+    """The parser's help without jsonargparse's "known subclasses" lists (for ``--extractor``, every
+    ``nn.Module`` in torch: ~750 lines)."""
+    return re.sub(r",\s+known\s+subclasses:[^)]*", "", parser.format_help())
+
+
+def check_arguments(args: Namespace) -> None:
     for key in ("num_samples", "batch_size", "max_reference_features", "kid_subsets", "kid_subset_size"):
         if getattr(args, key) < 1:
             raise LitGenError(f"{key} must be a positive integer, got {getattr(args, key)}")
@@ -204,79 +220,129 @@ def main(argv: list[str]) -> None:
         raise LitGenError(f"split: must be 'train' or 'val', got '{args.split}'")
     if args.ckpt_path and args.images:
         raise LitGenError("ckpt_path/images: give one source of samples, not both")
+    if not (args.stats_only or args.ckpt_path or args.images):
+        raise LitGenError("ckpt_path/images: give --ckpt_path CKPT or --images FOLDER")
+
+
+def usable_device(name: str) -> torch.device:
     try:
-        device = torch.device(args.device)
+        device = torch.device(name)
         torch.empty(0, device=device)
     except (RuntimeError, AssertionError) as err:
-        raise LitGenError(f"device: cannot use '{args.device}' ({err})") from None
-    extractor = as_extractor(args.extractor) if args.extractor is not None else InceptionV3Features()
-    extractor = extractor.to(device)
+        raise LitGenError(f"device: cannot use '{name}' ({err})") from None
+    return device
 
-    model = checkpoint = None
-    if args.ckpt_path:
-        model, checkpoint = load_model(args.ckpt_path)
-        model.to(device)
-    datamodule = args.data
-    if datamodule is None and checkpoint is not None and not args.stats:
-        datamodule = load_datamodule(checkpoint)
 
-    def reference_of_data() -> tuple[ReferenceStats, Path | None]:
-        stats, path, computed = reference_from_datamodule(
-            datamodule,
-            args.split,
-            extractor,
-            cache_dir=args.cache_dir,
-            use_cache=args.use_cache,
-            max_samples=args.reference_samples,
-            max_features=args.max_reference_features,
-            batch_size=args.batch_size,
-            device=device,
-            progress=args.progress,
-        )
-        print(f"lit_gen: reference {'computed' if computed else 'read from cache'}: {path or '(not cached)'}")
-        return stats, path
-
-    if args.stats_only:
-        if args.images:
-            batches, count = image_batches(Path(args.images), args.batch_size)
-            key = {
-                "images": str(Path(args.images).resolve()),
-                "num_samples": count,
-                "features": {"num": min(args.max_reference_features, count), "seed": 0},
-                "extractor": extractor.describe(),
-            }
-            stats = compute_reference(
-                checked_batches(batches, "images"),
-                extractor,
-                count,
-                max_features=args.max_reference_features,
-                ks=(3, 5),
-                key=key,
-                device=device,
-                progress=args.progress,
-                total_batches=len(batches),
-            )
-            if not args.out:
-                raise LitGenError("out: --stats_only --images needs --out FILE.npz")
-            path = stats.save(args.out)
-        elif datamodule is not None:
-            stats, path = reference_of_data()
-            if args.out:
-                path = stats.save(args.out)
-        else:
-            raise LitGenError("data: --stats_only needs --data (a DataModule) or --images")
-        print(
-            f"lit_gen: wrote statistics of {stats.num_samples} images to {path} (key {stats.key_hash[:16]})"
-        )
-        return
-
-    if args.stats:
-        reference, reference_path = ReferenceStats.load(args.stats, key="stats"), Path(args.stats)
-    elif datamodule is not None:
-        reference, reference_path = reference_of_data()
+def write_reference(args: Namespace, extractor: FeatureExtractor, device: torch.device) -> None:
+    """``--stats_only``: the reference statistics of ``--images``, or of ``--data`` (else the checkpoint's
+    data), written to ``--out`` (and the statistics cache)."""
+    if args.images:
+        if not args.out:
+            raise LitGenError("out: --stats_only --images needs --out FILE.npz")
+        stats = reference_of_images(args, extractor, device)
+        path = stats.save(args.out)
     else:
-        raise LitGenError("data: give the real data as --data (a DataModule class_path) or --stats FILE.npz")
+        datamodule = args.data
+        if datamodule is None and args.ckpt_path:
+            datamodule = load_datamodule(read_checkpoint(args.ckpt_path))
+        if datamodule is None:
+            raise LitGenError("data: --stats_only needs --data (a DataModule) or --images")
+        stats, path = reference_of_data(args, datamodule, extractor, device)
+        if args.out:
+            path = stats.save(args.out)
+    print(f"lit_gen: wrote statistics of {stats.num_samples} images to {path} (key {stats.key_hash[:16]})")
 
+
+def evaluate_checkpoint(args: Namespace, extractor: FeatureExtractor, device: torch.device) -> None:
+    """Scores ``--num_samples`` samples of the checkpoint's model against ``--stats``, ``--data`` or the data
+    the model was trained on."""
+    model, checkpoint = load_model(args.ckpt_path)
+    model.to(device)
+    datamodule = args.data
+    if datamodule is None and not args.stats:
+        datamodule = load_datamodule(checkpoint)
+    reference, reference_path = reference_of(args, datamodule, extractor, device)
+    batches = generated_batches(model, args.num_samples, args.batch_size, args.seed, args.ema, device)
+    source = {"ckpt_path": str(args.ckpt_path), "seed": args.seed, "ema": args.ema}
+    total = -(-args.num_samples // args.batch_size)
+    score(args, extractor, reference, reference_path, batches, total, source, device)
+
+
+def evaluate_images(args: Namespace, extractor: FeatureExtractor, device: torch.device) -> None:
+    """Scores a folder of images (or a ``samples.pt``) against ``--stats`` or ``--data``."""
+    reference, reference_path = reference_of(args, args.data, extractor, device)
+    batches, _ = image_batches(Path(args.images), args.batch_size)
+    source = {"images": str(args.images)}
+    score(args, extractor, reference, reference_path, batches, len(batches), source, device)
+
+
+# --- references and scores ------------------------------------------------------------------------------------
+
+
+def reference_of(
+    args: Namespace, datamodule: LightningDataModule | None, extractor: FeatureExtractor, device: torch.device
+) -> tuple[ReferenceStats, Path | None]:
+    """The real data's statistics: ``--stats``, else those of ``datamodule``."""
+    if args.stats:
+        return ReferenceStats.load(args.stats, key="stats"), Path(args.stats)
+    if datamodule is None:
+        raise LitGenError("data: give the real data as --data (a DataModule class_path) or --stats FILE.npz")
+    return reference_of_data(args, datamodule, extractor, device)
+
+
+def reference_of_data(
+    args: Namespace, datamodule: LightningDataModule, extractor: FeatureExtractor, device: torch.device
+) -> tuple[ReferenceStats, Path | None]:
+    """The statistics of ``--split`` of ``datamodule``, from the cache or computed (and cached)."""
+    stats, path, computed = reference_from_datamodule(
+        datamodule,
+        args.split,
+        extractor,
+        cache_dir=args.cache_dir,
+        use_cache=args.use_cache,
+        max_samples=args.reference_samples,
+        max_features=args.max_reference_features,
+        batch_size=args.batch_size,
+        device=device,
+        progress=args.progress,
+    )
+    print(f"lit_gen: reference {'computed' if computed else 'read from cache'}: {path or '(not cached)'}")
+    return stats, path
+
+
+def reference_of_images(args: Namespace, extractor: FeatureExtractor, device: torch.device) -> ReferenceStats:
+    """The statistics of ``--images``, keyed by their resolved path and count."""
+    batches, count = image_batches(Path(args.images), args.batch_size)
+    key = {
+        "images": str(Path(args.images).resolve()),
+        "num_samples": count,
+        "features": {"num": min(args.max_reference_features, count), "seed": 0},
+        "extractor": extractor.describe(),
+    }
+    return compute_reference(
+        checked_batches(batches, "images"),
+        extractor,
+        count,
+        max_features=args.max_reference_features,
+        ks=(3, 5),
+        key=key,
+        device=device,
+        progress=args.progress,
+        total_batches=len(batches),
+    )
+
+
+def score(
+    args: Namespace,
+    extractor: FeatureExtractor,
+    reference: ReferenceStats,
+    reference_path: Path | None,
+    batches,
+    total: int,
+    source: dict,
+    device: torch.device,
+) -> None:
+    """Computes ``--metrics`` of ``batches`` against ``reference``, prints the table and writes the JSON."""
     metrics = list(args.metrics)
     if reference.features is None:
         metrics = [m for m in metrics if m == "fd"] or ["fd"]  # mean/covariance only (e.g. pytorch-fid stats)
@@ -288,16 +354,6 @@ def main(argv: list[str]) -> None:
         kid_subset_size=args.kid_subset_size,
         seed=args.seed,
     ).to(device)
-    if model is not None:
-        source = {"ckpt_path": str(args.ckpt_path), "seed": args.seed, "ema": args.ema}
-        batches = generated_batches(model, args.num_samples, args.batch_size, args.seed, args.ema, device)
-        total = -(-args.num_samples // args.batch_size)
-    elif args.images:
-        source = {"images": str(args.images)}
-        batches, count = image_batches(Path(args.images), args.batch_size)
-        total = len(batches)
-    else:
-        raise LitGenError("ckpt_path/images: give --ckpt_path CKPT or --images FOLDER")
     for images in progress_bar(checked_batches(batches, "images"), total, "sample features", args.progress):
         metric.update(images.to(device))
     values = {name: float(value) for name, value in metric.compute().items()}

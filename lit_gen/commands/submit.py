@@ -28,17 +28,20 @@ from __future__ import annotations
 
 import shlex
 import shutil
+import string
 import subprocess
 import sys
 import warnings
 from dataclasses import dataclass, field
-from datetime import datetime
 from pathlib import Path
+from typing import Any
 
 from jsonargparse import ArgumentParser, Namespace
+from lightning.pytorch.cli import LightningArgumentParser
 
 from lit_gen.cli import LitGenCLI
 from lit_gen.errors import LitGenError
+from lit_gen.run_dir import RunDir, next_run_dir, run_name
 
 SCRIPT_NAME = "submit.sbatch"
 CONFIG_NAME = "config.yaml"
@@ -113,28 +116,40 @@ def split_argv(argv: list[str]) -> tuple[list[str], list[str]]:
     return own, fit
 
 
-class _ResolveOnly(LitGenCLI):
-    """Parses a ``fit`` command line exactly as ``fit`` does, without creating a run or instantiating."""
+class _FitConfigParsed(Exception):
+    """Carries the fit parser and the parsed fit config out of ``_ParseFitOnly``."""
 
-    def before_instantiate_classes(self) -> None:
-        pass
+    def __init__(self, parser: ArgumentParser, config: Namespace) -> None:
+        super().__init__("parsed")
+        self.parser, self.config = parser, config
 
-    def instantiate_classes(self) -> None:
-        pass
 
-    def _run_subcommand(self, subcommand: str) -> None:
-        pass
+class _ParseFitOnly(LitGenCLI):
+    """Parses a ``fit`` command line exactly as ``fit`` does, then stops: before seeding the global RNGs (the
+    job seeds itself), choosing a run directory or instantiating anything."""
 
-    def _set_seed(self) -> None:  # the job seeds itself; submit leaves the global RNGs alone
-        pass
+    @staticmethod
+    def subcommands() -> dict[str, set[str]]:
+        return {"fit": LitGenCLI.subcommands()["fit"]}
+
+    def add_arguments_to_parser(self, parser: LightningArgumentParser) -> None:
+        super().add_arguments_to_parser(parser)
+        self.fit_parser = parser  # the only subcommand's parser
+
+    def parse_arguments(self, parser: LightningArgumentParser, args: Any) -> None:
+        super().parse_arguments(parser, args)
+        raise _FitConfigParsed(self.fit_parser, self.config["fit"])
 
 
 def resolve_fit_config(fit_args: list[str]) -> tuple[ArgumentParser, Namespace]:
     """The fit parser and the resolved fit config of a command line."""
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message=".*args parameter is intended to run from within Python.*")
-        cli = _ResolveOnly(args=["fit", *fit_args])
-    return cli._parser("fit"), cli.config["fit"]
+        try:
+            _ParseFitOnly(args=["fit", *fit_args])
+        except _FitConfigParsed as parsed:
+            return parsed.parser, parsed.config
+    raise AssertionError("unreachable: _ParseFitOnly stops after parsing")
 
 
 # --- job shape ---------------------------------------------------------------------------------------------
@@ -197,120 +212,97 @@ def job_shape(trainer: Namespace, gpus: int | None) -> JobShape:
 
 # --- the script --------------------------------------------------------------------------------------------
 
+#: the job scripts' templates (in the repository's ``slurm/``, next to the hand-edited ones)
+TEMPLATES = Path(__file__).resolve().parents[2] / "slurm"
 
-def render_script(
-    *,
-    shape: JobShape,
-    slurm: SlurmOptions,
-    run_dir: Path,
-    workdir: Path,
-    job_name: str,
-    array: int | None,
-    sweep: str | None,
-    seed: int | None,
-    ckpt_path: str | None,
-    checkpoint_dir: str | None = None,
+
+class ScriptTemplate(string.Template):
+    """``${name}`` placeholders in lower case; bash's own ``$VAR``, ``${VAR:-x}``, ``$(...)`` and ``"$@"`` are
+    left alone (``$$`` writes a ``$``)."""
+
+    pattern = r"""
+        \$(?:
+          (?P<escaped>\$) |
+          (?P<named>(?!)) |
+          {(?P<braced>[a-z][a-z0-9_]*)} |
+          (?P<invalid>(?!))
+        )"""
+    flags = 0  # case-sensitive: bash's variables are in upper case
+
+
+def fill(template: Path, values: dict[str, str]) -> str:
+    """``template`` with its placeholders replaced by ``values``; a line that holds only a placeholder whose
+    value is empty is left out (options that are not set)."""
+    try:
+        text = template.read_text()
+    except OSError as err:
+        raise LitGenError(
+            f"submit: cannot read the job script template '{template}' ({err.strerror or err}); "
+            "submit runs from a lit_gen checkout (pip install -e .)"
+        ) from None
+    empty = {f"${{{key}}}" for key, value in values.items() if not value}
+    lines = [line for line in text.splitlines(keepends=True) if line.strip() not in empty]
+    return ScriptTemplate("".join(lines)).substitute(values)
+
+
+def job_script(
+    args: Namespace, slurm: SlurmOptions, shape: JobShape, config: Namespace, run_dir: Path
 ) -> str:
-    """The sbatch script of one run (or one job array) in ``run_dir``."""
+    """The batch script of the job in ``run_dir``: ``slurm/submit_fit.sbatch.template``, or
+    ``slurm/submit_sweep.sbatch.template`` for one W&B agent per array task. Sets the config's ``run.dir`` and
+    ``ckpt_path`` as the job reads them: an array's tasks each get their own directory, and the submitted
+    ``ckpt_path`` is for the first start only (a restart resumes from the run's own checkpoint)."""
+    config.run.dir = str(run_dir) if not args.array else None
+    ckpt_path, config.ckpt_path = config.get("ckpt_path"), None
     q = shlex.quote
-    python = slurm.python or sys.executable
-    out = run_dir / ("slurm-%A_%a.out" if array else "slurm-%j.out")
-    lines = [
-        "#!/bin/bash",
-        "# Written by `python -m lit_gen submit`; submit it again with `sbatch` from any directory.",
-        f"#SBATCH --job-name={job_name}",
-        f"#SBATCH --nodes={shape.nodes}",
-        f"#SBATCH --ntasks-per-node={shape.tasks_per_node}  # = trainer.devices: one process per device",
+    resources = {
+        "gpus-per-node": shape.gpus_per_node or None,
+        "cpus-per-task": slurm.cpus_per_task,
+        "mem": slurm.mem,
+        "time": slurm.time,
+        "partition": slurm.partition,
+        "account": slurm.account,
+    }
+    array = [f"--array=0-{args.array - 1}"] if args.array else []
+    values = {
+        "job_name": slurm.job_name or f"lit_gen-{run_dir.parent.name}",
+        "nodes": str(shape.nodes),
+        "tasks_per_node": str(shape.tasks_per_node),
+        "resources": "\n".join(f"#SBATCH --{k}={v}" for k, v in resources.items() if v is not None),
+        "output": str(run_dir / ("slurm-%A_%a.out" if args.array else "slurm-%j.out")),
+        "workdir": str(Path.cwd()),
+        "more_options": "\n".join(f"#SBATCH {option}" for option in [*array, *slurm.sbatch]),
+        "setup": "\n".join(slurm.setup),
+    }
+    python = q(slurm.python or sys.executable)
+    if args.sweep:
+        values.update(python=python, bin=q(str(run_dir / "bin")), sweep=q(args.sweep))
+        return fill(TEMPLATES / "submit_sweep.sbatch.template", values)
+    fit = [
+        python,
+        "-m",
+        "lit_gen",
+        "fit",
+        "--config",
+        q(str(run_dir / CONFIG_NAME)),
+        "--run.dir",
+        '"$RUN_DIR"',
     ]
-    if shape.gpus_per_node:
-        lines.append(f"#SBATCH --gpus-per-node={shape.gpus_per_node}")
-    for option, value in [
-        ("cpus-per-task", slurm.cpus_per_task),
-        ("mem", slurm.mem),
-        ("time", slurm.time),
-        ("partition", slurm.partition),
-        ("account", slurm.account),
-    ]:
-        if value is not None:
-            lines.append(f"#SBATCH --{option}={value}")
-    if sweep:
-        lines.append("#SBATCH --no-requeue  # a restarted agent would fetch a different sweep run")
-    else:
-        lines += [
-            f"#SBATCH --signal=SIGUSR1@{slurm.signal_seconds}  # Lightning: save hpc_ckpt_N.ckpt, requeue",
-            "#SBATCH --requeue",
-        ]
-    lines += [
-        "#SBATCH --open-mode=append  # a restarted job appends to its output",
-        f"#SBATCH --output={out}",
-        f"#SBATCH --chdir={workdir}",
-    ]
-    if array:
-        lines.append(f"#SBATCH --array=0-{array - 1}")
-    lines += [f"#SBATCH {option}" for option in slurm.sbatch]
-    lines += ["", "set -eo pipefail", *slurm.setup, ""]
-    if sweep:
-        lines += [
-            # the sweep's command starts `python` from PATH (W&B's ${interpreter}): make that this Python
-            f"PYTHON={q(python)}",
-            'if ! command -v "$PYTHON" > /dev/null; then',
-            "    echo \"lit_gen: error: slurm.python: '$PYTHON' not found on $(hostname)\" >&2; exit 2",
-            "fi",
-            'PYTHON=$(command -v "$PYTHON")',
-            f"BIN={q(str(run_dir / 'bin'))}",
-            'mkdir -p "$BIN"',
-            'printf \'#!/bin/bash\\nexec %q "$@"\\n\' "$PYTHON" > "$BIN/python.$SLURM_ARRAY_TASK_ID"',
-            'chmod +x "$BIN/python.$SLURM_ARRAY_TASK_ID"',
-            'mv -f "$BIN/python.$SLURM_ARRAY_TASK_ID" "$BIN/python"  # atomic: other tasks may be running it',
-            'export PATH="$BIN:$PATH"',
-            "# one W&B sweep run per array task; the run's own directory is <run.root>/<run.name>/slurm-<job>",
-            f'srun "$PYTHON" -m wandb agent --count 1 {q(sweep)}',
-        ]
-        return "\n".join(lines) + "\n"
-    fit = [q(python), "-m", "lit_gen", "fit", "--config", q(str(run_dir / CONFIG_NAME))]
-    if array:
-        lines.append(f'RUN_DIR={q(str(run_dir))}/task-"$SLURM_ARRAY_TASK_ID"')
-        fit += ["--run.dir", '"$RUN_DIR"']
-        if seed is not None:
-            fit += ["--seed_everything", f'"$(({seed} + SLURM_ARRAY_TASK_ID))"']
-    else:
-        lines.append(f"RUN_DIR={q(str(run_dir))}")
-        fit += ["--run.dir", '"$RUN_DIR"']
-    last = q(str(checkpoint_dir)) if checkpoint_dir else '"$RUN_DIR/checkpoints"'
-    lines += [
-        'echo "lit_gen: job $SLURM_JOB_ID (restart ${SLURM_RESTART_COUNT:-0}) on $(hostname), run dir $RUN_DIR"',
-        "# Resume: a requeued job (SIGUSR1 before the time limit, preemption, node failure), or a run that was",
-        "# requeued before, continues from its checkpoint with the most training progress (`--ckpt_path last`",
-        "# chooses between last.ckpt and Lightning's hpc_ckpt_N.ckpt by the batches they hold).",
-        'HPC=$(ls "$RUN_DIR"/hpc_ckpt_*.ckpt 2> /dev/null || true)',
-        f"LAST={last}/last.ckpt",
-        'if [ -n "$HPC" ] || { [ -e "$LAST" ] && [ "${SLURM_RESTART_COUNT:-0}" != 0 ]; }; then',
-        "    CKPT=last",
-        "else",
-        f"    CKPT={q(ckpt_path) if ckpt_path else 'null'}",
-        "fi",
-        "# exec: srun receives the signals sent to the batch shell (scancel --batch/--full -s USR1) and passes",
-        "# them on to the training processes",
-        "exec srun " + " ".join(fit) + ' --ckpt_path "$CKPT"',
-    ]
-    return "\n".join(lines) + "\n"
+    seed = config.get("seed_everything")
+    if args.array and isinstance(seed, int) and not isinstance(seed, bool):
+        fit += ["--seed_everything", f'"$(({seed} + SLURM_ARRAY_TASK_ID))"']
+    checkpoint_dir = None if args.array else config.checkpoint.dirpath
+    values.update(
+        signal_seconds=str(slurm.signal_seconds),
+        run_dir=q(str(run_dir)) + ('/task-"$SLURM_ARRAY_TASK_ID"' if args.array else ""),
+        checkpoint_dir=q(str(checkpoint_dir)) if checkpoint_dir else '"$RUN_DIR/checkpoints"',
+        first_ckpt_path=q(ckpt_path) if ckpt_path else "null",
+        fit=" ".join(fit),
+    )
+    return fill(TEMPLATES / "submit_fit.sbatch.template", values)
 
 
 # --- the command -------------------------------------------------------------------------------------------
-
-
-def choose_run_dir(config: Namespace) -> tuple[Path, bool]:
-    """(run directory, whether submit creates it): the config's ``run.dir`` or a fresh timestamped one."""
-    if config.run.dir:
-        return Path(config.run.dir).absolute(), not Path(config.run.dir).exists()
-    name = config.run.name or Path(str((config.get("config") or ["run"])[-1])).stem
-    parent = Path(config.run.root).absolute() / name
-    stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
-    for attempt in range(1000):
-        path = parent / (stamp if attempt == 0 else f"{stamp}-{attempt}")
-        if not path.exists():
-            return path, True
-    raise LitGenError(f"run.root: could not choose a new run directory under '{parent}'")
 
 
 def sbatch(script: Path, workdir: Path) -> str:
@@ -346,57 +338,33 @@ def main(argv: list[str]) -> None:
     if args.sweep:
         refuse_sweep_overrides(fit_args)
 
+    if slurm.job_name in ("bash", "interactive"):
+        raise LitGenError(
+            f"slurm.job_name: '{slurm.job_name}' makes Lightning ignore SLURM; choose another name"
+        )
+
     parser, config = resolve_fit_config(fit_args)
     shape = job_shape(config.trainer, slurm.gpus)
     config.trainer.devices = shape.tasks_per_node  # explicit, so the job's Lightning agrees with SLURM
-    run_dir, create = choose_run_dir(config)
-    config.run.dir = str(run_dir) if not args.array else None
-    # the script passes it to the first start; a restart resumes from the run's own checkpoint
-    ckpt_path, config.ckpt_path = config.get("ckpt_path"), None
-    seed = config.get("seed_everything")
-    seed = seed if isinstance(seed, int) and not isinstance(seed, bool) else None
-    job_name = slurm.job_name or f"lit_gen-{run_dir.parent.name}"
-    if job_name in ("bash", "interactive"):
-        raise LitGenError(f"slurm.job_name: '{job_name}' makes Lightning ignore SLURM; choose another name")
-    workdir = Path.cwd()
-    script = render_script(
-        shape=shape,
-        slurm=slurm,
-        run_dir=run_dir,
-        workdir=workdir,
-        job_name=job_name,
-        array=args.array,
-        sweep=args.sweep,
-        seed=seed,
-        ckpt_path=ckpt_path,
-        checkpoint_dir=None if args.array else config.checkpoint.dirpath,
-    )
+    chosen = Path(config.run.dir).absolute() if config.run.dir else None
+    root, name = Path(config.run.root).absolute(), run_name(config)
     if args.dry_run:
-        sys.stdout.write(script)
+        sys.stdout.write(job_script(args, slurm, shape, config, chosen or next_run_dir(root, name)))
         return
-
-    script_path, config_path = run_dir / SCRIPT_NAME, run_dir / CONFIG_NAME
-    previous = {p: p.read_bytes() for p in (script_path, config_path) if p.is_file()}
+    run_dir = RunDir.take(chosen) if chosen else RunDir.claim(root, name)
     try:
-        run_dir.mkdir(parents=True, exist_ok=True)
+        script = job_script(args, slurm, shape, config, run_dir.path)
+        script_path, config_path = run_dir.path / SCRIPT_NAME, run_dir.path / CONFIG_NAME
         parser.save(config, str(config_path), skip_none=False, overwrite=True, multifile=False)
         script_path.write_text(script)
-        job_id = sbatch(script_path, workdir)
-        (run_dir / JOB_ID_NAME).write_text(job_id + "\n")
+        job_id = sbatch(script_path, Path.cwd())
+        (run_dir.path / JOB_ID_NAME).write_text(job_id + "\n")
     except BaseException:
-        if create:
-            shutil.rmtree(run_dir, ignore_errors=True)
-            _remove_empty_parents(run_dir)
-        else:  # a re-submitted run: put its files back as they were
-            for path in (script_path, config_path):
-                if path in previous:
-                    path.write_bytes(previous[path])
-                else:
-                    path.unlink(missing_ok=True)
+        run_dir.restore()  # a new directory is removed, a re-submitted run's files are put back
         raise
-    output = run_dir / (f"slurm-{job_id}_<task>.out" if args.array else f"slurm-{job_id}.out")
+    output = run_dir.path / (f"slurm-{job_id}_<task>.out" if args.array else f"slurm-{job_id}.out")
     print(f"lit_gen: submitted job {job_id}")
-    print(f"  run directory: {run_dir}")
+    print(f"  run directory: {run_dir.path}")
     print(f"  script:        {script_path}")
     print(f"  config:        {config_path}")
     print(f"  output:        {output}")
@@ -417,11 +385,3 @@ def refuse_sweep_overrides(fit_args: list[str]) -> None:
                 f"sweep: '{fit_args[i]}' would not reach the sweep's runs (each runs the sweep's command): "
                 "put it in the sweep's command or parameters; submit --sweep takes only --config"
             )
-
-
-def _remove_empty_parents(run_dir: Path) -> None:
-    for parent in (run_dir.parent, run_dir.parent.parent):
-        try:
-            parent.rmdir()
-        except OSError:
-            break
