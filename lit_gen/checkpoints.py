@@ -20,8 +20,8 @@ from typing import Any
 
 import numpy as np
 import torch
+from fsspec.utils import get_protocol
 from lightning.fabric.plugins.io.torch_io import TorchCheckpointIO
-from lightning.fabric.utilities.cloud_io import _is_local_file_protocol
 from lightning.pytorch import LightningModule
 from lightning.pytorch.cli import instantiate_module
 
@@ -179,6 +179,11 @@ def atomic_torch_save(obj: Any, path: str | Path) -> None:
         pass
 
 
+def is_local_path(path: str | Path) -> bool:
+    """Whether ``path`` is on the local file system (a plain path or ``file://``), not ``s3://`` etc."""
+    return get_protocol(str(path)) == "file"
+
+
 class SafeCheckpointIO(TorchCheckpointIO):
     """Lightning's checkpoint IO with atomic local writes and ``weights_only`` loading.
 
@@ -188,14 +193,14 @@ class SafeCheckpointIO(TorchCheckpointIO):
     """
 
     def save_checkpoint(self, checkpoint: dict[str, Any], path, storage_options: Any | None = None) -> None:
-        if storage_options is not None or not _is_local_file_protocol(path):
+        if storage_options is not None or not is_local_path(path):
             return super().save_checkpoint(checkpoint, path, storage_options=storage_options)
         atomic_torch_save(checkpoint, path)
 
     def load_checkpoint(
         self, path, map_location: Any = None, weights_only: bool | None = None
     ) -> dict[str, Any]:
-        if not _is_local_file_protocol(path):
+        if not is_local_path(path):
             return super().load_checkpoint(path, map_location=map_location, weights_only=True)
         return read_checkpoint(path)
 

@@ -50,8 +50,10 @@ class ProgressBar(TQDMProgressBar):
         remaining = module.batches_for_optimizer_steps(trainer.max_steps - trainer.global_step)
         return min(trainer.num_training_batches, remaining)
 
-    def _should_update(self, current: int, total: int) -> bool:
-        if not super()._should_update(current, total):
+    def should_redraw(self, current: int, total: int) -> bool:
+        """Whether to redraw a bar at batch ``current`` of ``total``: on every ``refresh_rate``-th batch and the
+        last one, as Lightning's bar, but at most every ``min_interval`` seconds (always on the last)."""
+        if not self.is_enabled or (current % self.refresh_rate != 0 and current != total):
             return False
         now = time.monotonic()
         if current != total and now - self._last_redraw < self.min_interval:
@@ -99,8 +101,25 @@ class ProgressBar(TQDMProgressBar):
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx: int) -> None:
         bar = self.train_progress_bar
         n = batch_idx + 1
-        if bar is not None and self._should_update(n, bar.total):
+        if bar is not None and self.should_redraw(n, bar.total):
             if not bar.disable:
                 bar.n = n
             bar.set_description(self.describe(trainer), refresh=False)
             bar.set_postfix(self.get_metrics(trainer, pl_module))  # the one redraw
+
+    def on_validation_batch_end(
+        self, trainer, pl_module, outputs, batch, batch_idx, dataloader_idx=0
+    ) -> None:
+        self.advance(self.val_progress_bar, batch_idx + 1)
+
+    def on_test_batch_end(self, trainer, pl_module, outputs, batch, batch_idx, dataloader_idx=0) -> None:
+        self.advance(self.test_progress_bar, batch_idx + 1)
+
+    def on_predict_batch_end(self, trainer, pl_module, outputs, batch, batch_idx, dataloader_idx=0) -> None:
+        self.advance(self.predict_progress_bar, batch_idx + 1)
+
+    def advance(self, bar, n: int) -> None:
+        """Moves an evaluation bar to batch ``n``, redrawing it if ``should_redraw`` says so."""
+        if bar is not None and not bar.disable and self.should_redraw(n, bar.total):
+            bar.n = n
+            bar.refresh()

@@ -1,0 +1,104 @@
+"""Every private Lightning, jsonargparse, torchmetrics and torch name lit_gen uses, and nowhere else.
+
+Each access is a small function (or subclass) here with a one-line reason; ``tests/test_lightning_internals.py``
+pins the behaviour each relies on, so a release that changes one fails a named test, not a user's run, and
+checks that no other module touches a private name.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from lightning.fabric.plugins.environments import ClusterEnvironment
+from lightning.pytorch import Trainer
+from lightning.pytorch.callbacks import ModelCheckpoint
+from lightning.pytorch.loggers import Logger, WandbLogger
+from lightning.pytorch.loggers.csv_logs import ExperimentWriter
+
+# --- callbacks -------------------------------------------------------------------------------------------------
+
+
+def stop_after_this_batch(trainer: Trainer) -> None:
+    """Makes ``fit`` stop as on SIGTERM: at the end of the current training batch, on every rank (rank 0's flag
+    is broadcast), raising ``SIGTERMException`` through ``on_exception``. No public setter: ``should_stop`` ends
+    the fit normally, without the exception and its exit code."""
+    trainer._signal_connector.received_sigterm = True
+
+
+def cluster_environment(trainer: Trainer) -> ClusterEnvironment:
+    """The cluster environment the trainer chose, the one Lightning's signal connector asks about SLURM
+    auto-requeue. ``trainer.strategy.cluster_environment`` exists only for parallel strategies, not for a
+    single-device job."""
+    return trainer._accelerator_connector.cluster_environment
+
+
+def slurm_save_and_requeue(trainer: Trainer, signum: int) -> None:
+    """Lightning's answer to SLURM's requeue signal, called outside the signal handler: finalizes the loggers,
+    saves ``hpc_ckpt_N.ckpt`` into ``trainer.default_root_dir`` and runs ``scontrol requeue`` (rank 0). No
+    public API runs it."""
+    trainer._signal_connector._slurm_sigusr_handler_fn(signum, None)
+
+
+def last_saved_step(checkpoint: ModelCheckpoint) -> int:
+    """The global step ``checkpoint`` last saved at (0 before any): it skips saving that step again."""
+    return checkpoint._last_global_step_saved
+
+
+def save_topk_and_last(checkpoint: ModelCheckpoint, trainer: Trainer) -> None:
+    """Saves the top-k and the last checkpoint for the current step as ``ModelCheckpoint`` does on a multiple of
+    ``every_n_train_steps``: not in a sanity check, outside ``fit``, at a step already saved, or while the
+    monitored metric is missing. ``ModelCheckpoint`` has no public method that saves."""
+    if checkpoint._should_skip_saving_checkpoint(trainer):
+        return
+    candidates = checkpoint._monitor_candidates(
+        trainer
+    )  # the metrics a file name may hold, with epoch and step
+    if checkpoint.monitor is not None and checkpoint.monitor not in candidates:
+        return
+    checkpoint._save_topk_checkpoint(trainer, candidates)
+    checkpoint._save_last_checkpoint(trainer, candidates)
+
+
+def save_last_checkpoint(checkpoint: ModelCheckpoint, trainer: Trainer) -> None:
+    """Writes ``checkpoint``'s ``last.ckpt`` (if ``save_last``) for the current step, as its own hooks do."""
+    checkpoint._save_last_checkpoint(trainer, checkpoint._monitor_candidates(trainer))
+
+
+# --- loggers ---------------------------------------------------------------------------------------------------
+
+
+def started_experiment(logger: Logger) -> Any:
+    """The experiment (W&B run, CSV writer) a Lightning logger has started, None if none yet; reading
+    ``logger.experiment`` would start one."""
+    return logger._experiment
+
+
+def set_experiment(logger: Logger, experiment: Any) -> None:
+    """Makes ``logger.experiment`` return ``experiment`` (None: start a new one on next use). Lightning's loggers
+    take an experiment only in their constructor."""
+    logger._experiment = experiment
+
+
+def wandb_init_kwargs(logger: WandbLogger) -> dict[str, Any]:
+    """A copy of the ``wandb.init`` arguments ``WandbLogger.__init__`` collected (name, project, dir, id,
+    ``resume="allow"``, further keyword arguments)."""
+    return dict(logger._wandb_init)
+
+
+def wandb_attaching(logger: WandbLogger) -> bool:
+    """Whether ``logger`` was unpickled in a spawned process, where ``experiment`` attaches to the parent's run
+    instead of starting one."""
+    return getattr(logger, "_attach_id", None) is not None
+
+
+def logger_prefix(logger: Logger) -> str:
+    """The ``prefix`` a Lightning logger puts before metric keys (``""``: none)."""
+    return logger._prefix or ""
+
+
+class KeepingExperimentWriter(ExperimentWriter):
+    """Lightning's CSV writer that leaves an existing ``metrics.csv`` in place; Lightning's deletes it when
+    constructed (in ``_check_log_dir_exists``, the only place it does)."""
+
+    def _check_log_dir_exists(self) -> None:
+        pass
