@@ -1,12 +1,13 @@
 """Every private Lightning, jsonargparse, torchmetrics and torch name lit_gen uses, and nowhere else.
 
-Each access is a small function (or subclass) here with a one-line reason; ``tests/test_lightning_internals.py``
-pins the behaviour each relies on, so a release that changes one fails a named test, not a user's run, and
-checks that no other module touches a private name.
+Each access is a small function (or subclass) here saying why no public API does.
+``tests/test_lightning_internals.py`` pins the behaviour each relies on, so a release that changes one fails a
+named test, not a user's run; it also checks that no other module touches a private name.
 """
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
 from lightning.fabric.plugins.environments import ClusterEnvironment
@@ -14,6 +15,37 @@ from lightning.pytorch import Trainer
 from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.loggers import Logger, WandbLogger
 from lightning.pytorch.loggers.csv_logs import ExperimentWriter
+
+# --- training progress (Lightning's loops are private classes: ``_FitLoop``, ``_TrainingEpochLoop``) -------------
+
+
+def batches_done(trainer: Trainer) -> int:
+    """Training batches processed so far, over all epochs (restored on resume). Unlike ``global_step`` it does
+    not count optimizer steps, which differ per batch when a family has several optimizers."""
+    return trainer.fit_loop.epoch_loop.batch_progress.total.processed
+
+
+def batches_done_this_epoch(trainer: Trainer) -> int:
+    """Training batches processed so far in the current epoch (restored on resume)."""
+    return trainer.fit_loop.epoch_loop.batch_progress.current.processed
+
+
+def checkpoint_batches_done(checkpoint: Mapping[str, Any]) -> int:
+    """The training batches a checkpoint written by ``fit`` was saved after (its fit loop's state);
+    ``KeyError`` for one saved outside ``fit``."""
+    return int(checkpoint["loops"]["fit_loop"]["epoch_loop.batch_progress"]["total"]["processed"])
+
+
+def end_restart_after_an_epochs_last_batch(trainer: Trainer) -> None:
+    """Call in ``on_train_start``. Resumed from a stop on an epoch's last batch, Lightning (2.6) has completed
+    that epoch while restoring but still calls the restart "mid-epoch", so the next epoch would start without
+    counting itself ready/started or calling ``on_train_epoch_start`` (``current_epoch`` one behind from then
+    on); ending the restart stage lets it start as in an uninterrupted run."""
+    fit_loop = trainer.fit_loop
+    epochs = fit_loop.epoch_progress.total
+    if fit_loop.restarted_mid_epoch and epochs.completed == epochs.ready:
+        fit_loop.reset_restart_stage()
+
 
 # --- callbacks -------------------------------------------------------------------------------------------------
 
@@ -50,9 +82,7 @@ def save_topk_and_last(checkpoint: ModelCheckpoint, trainer: Trainer) -> None:
     monitored metric is missing. ``ModelCheckpoint`` has no public method that saves."""
     if checkpoint._should_skip_saving_checkpoint(trainer):
         return
-    candidates = checkpoint._monitor_candidates(
-        trainer
-    )  # the metrics a file name may hold, with epoch and step
+    candidates = checkpoint._monitor_candidates(trainer)  # callback_metrics with epoch and step: file names
     if checkpoint.monitor is not None and checkpoint.monitor not in candidates:
         return
     checkpoint._save_topk_checkpoint(trainer, candidates)
@@ -97,8 +127,8 @@ def logger_prefix(logger: Logger) -> str:
 
 
 class KeepingExperimentWriter(ExperimentWriter):
-    """Lightning's CSV writer that leaves an existing ``metrics.csv`` in place; Lightning's deletes it when
-    constructed (in ``_check_log_dir_exists``, the only place it does)."""
+    """Lightning's CSV writer, except that an existing ``metrics.csv`` is left in place: Lightning's writer
+    deletes it when constructed (in ``_check_log_dir_exists``, its only use)."""
 
     def _check_log_dir_exists(self) -> None:
         pass

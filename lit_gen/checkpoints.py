@@ -25,6 +25,7 @@ from lightning.fabric.plugins.io.torch_io import TorchCheckpointIO
 from lightning.pytorch import LightningModule
 from lightning.pytorch.cli import instantiate_module
 
+from lit_gen._lightning import checkpoint_batches_done
 from lit_gen.errors import LitGenError
 
 
@@ -64,8 +65,7 @@ def training_progress(path: str | Path) -> tuple[int, int] | None:
     (memory-mapped); None when ``path`` is not a readable Lightning checkpoint."""
     try:
         checkpoint = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
-        batches = checkpoint["loops"]["fit_loop"]["epoch_loop.batch_progress"]["total"]["processed"]
-        return int(batches), int(checkpoint["global_step"])
+        return checkpoint_batches_done(checkpoint), int(checkpoint["global_step"])
     except Exception:  # truncated, foreign, or saved outside fit: not a point to resume from
         return None
 

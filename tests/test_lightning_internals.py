@@ -44,6 +44,9 @@ THIRD_PARTY = (
     "wandb",
 )
 
+#: attributes holding Lightning's loops, private classes (``_FitLoop``...) although the attributes are not
+LOOP_ATTRIBUTES = {"fit_loop", "validate_loop", "test_loop", "predict_loop", "epoch_loop"}
+
 #: private names still used outside ``lit_gen/_lightning.py``, by file (the models' and the CLI's scopes, moved
 #: by their own changes): shrink this as they move; nothing may be added
 ALLOWED: dict[str, set[str]] = {
@@ -109,6 +112,8 @@ def private_names_used(path: Path, module: ModuleType) -> list[tuple[int, str]]:
             ]
         elif isinstance(node, ast.Attribute) and _is_private(node.attr):
             on_object(node, node.value, node.attr)
+        elif isinstance(node, ast.Attribute) and node.attr in LOOP_ATTRIBUTES:
+            found.append((node.lineno, node.attr))
         elif (
             isinstance(node, ast.Call)
             and isinstance(node.func, ast.Name)
@@ -270,24 +275,81 @@ def test_save_last_checkpoint(checkpoint_probe):
     assert files == ["last.ckpt"] and step == 3  # last.ckpt only, of the current step
 
 
-def test_stop_after_this_batch(tmp_path):
-    """Stops at the end of the batch it is called in, through ``on_exception`` with a ``SIGTERMException``."""
+class StopAndRecord(Callback):
+    """Records the batch counters after each batch; calls ``stop_after_this_batch`` as batch ``stop_at``
+    (0-based, over all epochs) starts and saves ``stopped.ckpt`` in ``on_exception``."""
 
-    class StopAtBatch2(Callback):
-        exception = None
+    def __init__(self, stop_at: int | None = None) -> None:
+        self.stop_at, self.exception, self.counters = stop_at, None, []
 
-        def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:
-            if batch_idx == 2:
-                _lightning.stop_after_this_batch(trainer)
-                assert trainer.received_sigterm
+    def on_train_start(self, trainer, pl_module) -> None:
+        self.at_start = _lightning.batches_done(trainer)
 
-        def on_exception(self, trainer, pl_module, exception) -> None:
-            self.exception, self.step = exception, trainer.global_step
+    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:
+        if _lightning.batches_done(trainer) == self.stop_at:
+            _lightning.stop_after_this_batch(trainer)
+            assert trainer.received_sigterm
 
-    stop = StopAtBatch2()
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
+        self.counters.append((_lightning.batches_done(trainer), _lightning.batches_done_this_epoch(trainer)))
+
+    def on_exception(self, trainer, pl_module, exception) -> None:
+        self.exception, self.step = exception, trainer.global_step
+        trainer.save_checkpoint(Path(trainer.default_root_dir) / "stopped.ckpt")
+
+
+@pytest.fixture(scope="module")
+def stopped_and_resumed(tmp_path_factory) -> tuple[StopAndRecord, StopAndRecord, Path]:
+    """A fit of 2 batches an epoch stopped as batch 2 (the second epoch's first) starts, and its resumption to
+    batch 4."""
+    tmp_path = tmp_path_factory.mktemp("stopped")
+    stopped, resumed = StopAndRecord(stop_at=2), StopAndRecord()
     with pytest.raises(SIGTERMException):
-        tiny_fit(tmp_path, [stop], max_steps=10)
-    assert isinstance(stop.exception, SIGTERMException) and stop.step == 3
+        tiny_fit(tmp_path, [stopped], max_steps=10, limit_train_batches=2)
+    trainer = Trainer(
+        accelerator="cpu", logger=False, limit_val_batches=0, enable_progress_bar=False, enable_model_summary=False,
+        enable_checkpointing=False, max_steps=4, limit_train_batches=2, callbacks=[resumed],
+    )  # fmt: skip
+    trainer.fit(BoringModel(), ckpt_path=tmp_path / "stopped.ckpt")
+    return stopped, resumed, tmp_path / "stopped.ckpt"
+
+
+def test_stop_after_this_batch(stopped_and_resumed):
+    """Stops at the end of the batch it is called in, through ``on_exception`` with a ``SIGTERMException``."""
+    stopped, _, _ = stopped_and_resumed
+    assert isinstance(stopped.exception, SIGTERMException) and stopped.step == 3
+
+
+def test_batches_done(stopped_and_resumed):
+    stopped, resumed, _ = stopped_and_resumed
+    assert [done for done, _ in stopped.counters] == [1, 2, 3]
+    assert resumed.at_start == 3 and [done for done, _ in resumed.counters] == [4]  # restored on resume
+
+
+def test_batches_done_this_epoch(stopped_and_resumed):
+    stopped, resumed, _ = stopped_and_resumed
+    assert [in_epoch for _, in_epoch in stopped.counters] == [1, 2, 1]
+    assert [in_epoch for _, in_epoch in resumed.counters] == [2]
+
+
+def test_checkpoint_batches_done(stopped_and_resumed):
+    _, _, path = stopped_and_resumed
+    assert _lightning.checkpoint_batches_done(torch.load(path, weights_only=True)) == 3
+
+
+def test_end_restart_after_an_epochs_last_batch():
+    """Ends a restart Lightning calls "mid-epoch" whose epoch is complete, not one that is really mid-epoch.
+    (Whether Lightning still needs it: ``test_failures.py::test_a_signal_stop_resumes_exactly``.)"""
+    from lightning.pytorch.loops.fit_loop import RestartStage
+
+    for ready, restarted in [(1, False), (2, True)]:
+        trainer = Trainer(accelerator="cpu", logger=False)
+        fit_loop = trainer.fit_loop
+        fit_loop._restart_stage = RestartStage.RESTARTED_MID_EPOCH
+        fit_loop.epoch_progress.total.completed, fit_loop.epoch_progress.total.ready = 1, ready
+        assert fit_loop.restarted_mid_epoch
+        _lightning.end_restart_after_an_epochs_last_batch(trainer)
+        assert fit_loop.restarted_mid_epoch is restarted
 
 
 def test_cluster_environment():

@@ -37,6 +37,7 @@ from lightning.pytorch.trainer.states import TrainerFn
 from lightning.pytorch.utilities.exceptions import SIGTERMException
 
 from lit_gen._lightning import (
+    end_restart_after_an_epochs_last_batch,
     last_saved_step,
     save_last_checkpoint,
     save_topk_and_last,
@@ -100,15 +101,7 @@ class Checkpoint(ModelCheckpoint):
         self._rng_to_restore = states[trainer.global_rank % len(states)]
 
     def on_train_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
-        fit_loop = trainer.fit_loop
-        if (
-            fit_loop.restarted_mid_epoch
-            and fit_loop.epoch_progress.total.completed == fit_loop.epoch_progress.total.ready
-        ):
-            # resumed from a stop on an epoch's last batch: Lightning (2.6) has just completed that epoch in
-            # its reset but still calls the restart "mid-epoch", so the next epoch would start without counting
-            # itself ready/started or calling on_train_epoch_start (current_epoch one behind from then on)
-            fit_loop.reset_restart_stage()
+        end_restart_after_an_epochs_last_batch(trainer)
         # after the sanity check and the first (pre-fetched) batch: nothing else draws before the step
         if self._rng_to_restore is not None:
             set_rng_states(self._rng_to_restore)
