@@ -13,6 +13,7 @@ from typing import Any
 from lightning.fabric.plugins.environments import ClusterEnvironment
 from lightning.pytorch import Trainer
 from lightning.pytorch.callbacks import ModelCheckpoint
+from lightning.pytorch.cli import instantiate_module
 from lightning.pytorch.loggers import Logger, WandbLogger
 from lightning.pytorch.loggers.csv_logs import ExperimentWriter
 
@@ -92,6 +93,24 @@ def save_topk_and_last(checkpoint: ModelCheckpoint, trainer: Trainer) -> None:
 def save_last_checkpoint(checkpoint: ModelCheckpoint, trainer: Trainer) -> None:
     """Writes ``checkpoint``'s ``last.ckpt`` (if ``save_last``) for the current step, as its own hooks do."""
     checkpoint._save_last_checkpoint(trainer, checkpoint._monitor_candidates(trainer))
+
+
+# --- checkpoints -----------------------------------------------------------------------------------------------
+
+#: keys LightningCLI adds to the hyper-parameters a module or datamodule saves (``_class_path``: the class it
+#: instantiated, which ``instantiate_module`` reads; ``_instantiator``: how), not arguments of the class
+CLI_HPARAMS_KEYS = frozenset({"_class_path", "_instantiator"})
+
+
+def saved_class_path(hparams: Mapping[str, Any]) -> str | None:
+    """The class path LightningCLI stored in saved hyper-parameters, None for ones saved without the CLI."""
+    return hparams.get("_class_path")
+
+
+def instantiate_saved(base: type, hparams: Mapping[str, Any]) -> Any:
+    """The ``base`` subclass instance that hyper-parameters saved by LightningCLI describe; ``instantiate_module``
+    reads ``_class_path`` but would pass ``_instantiator`` to the class as an argument."""
+    return instantiate_module(base, {k: v for k, v in hparams.items() if k != "_instantiator"})
 
 
 # --- loggers ---------------------------------------------------------------------------------------------------

@@ -23,9 +23,8 @@ import torch
 from fsspec.utils import get_protocol
 from lightning.fabric.plugins.io.torch_io import TorchCheckpointIO
 from lightning.pytorch import LightningModule
-from lightning.pytorch.cli import instantiate_module
 
-from lit_gen._lightning import checkpoint_batches_done
+from lit_gen._lightning import checkpoint_batches_done, instantiate_saved, saved_class_path
 from lit_gen.errors import LitGenError
 
 
@@ -113,12 +112,11 @@ def load_model(path: str | Path, key: str = "ckpt_path") -> tuple[LightningModul
     loads its weights. Returns the model in eval mode and the checkpoint dict."""
     checkpoint = read_checkpoint(path, key)
     hparams = upgrade_class_paths(dict(checkpoint.get("hyper_parameters") or {}))
-    hparams.pop("_instantiator", None)
-    if "_class_path" not in hparams:
+    if saved_class_path(hparams) is None:
         raise LitGenError(
             f"{key}: '{path}' holds no model class (was it written by `python -m lit_gen fit`?)"
         )
-    model = instantiate_module(LightningModule, hparams)
+    model = instantiate_saved(LightningModule, hparams)
     model.on_load_checkpoint(checkpoint)
     model.load_state_dict(checkpoint["state_dict"])
     return model.eval(), checkpoint
@@ -129,11 +127,10 @@ def load_datamodule(checkpoint: dict[str, Any]):
     from lightning.pytorch import LightningDataModule
 
     hparams = upgrade_class_paths(dict(checkpoint.get("datamodule_hyper_parameters") or {}))
-    hparams.pop("_instantiator", None)
-    if "_class_path" not in hparams:
+    if saved_class_path(hparams) is None:
         return None
     try:
-        return instantiate_module(LightningDataModule, hparams)
+        return instantiate_saved(LightningDataModule, hparams)
     except Exception:
         return None
 

