@@ -16,6 +16,7 @@ from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.cli import instantiate_module
 from lightning.pytorch.loggers import Logger, WandbLogger
 from lightning.pytorch.loggers.csv_logs import ExperimentWriter
+from torch import nn
 
 # --- training progress (Lightning's loops are private classes: ``_FitLoop``, ``_TrainingEpochLoop``) -------------
 
@@ -151,3 +152,10 @@ class KeepingExperimentWriter(ExperimentWriter):
 
     def _check_log_dir_exists(self) -> None:
         pass
+
+
+# --- torch -----------------------------------------------------------------------------------------------------
+
+#: the base class of every BatchNorm layer (``BatchNorm1d/2d/3d``, their lazy forms, ``SyncBatchNorm``) and of no
+#: other norm; torch exports none
+BatchNorm = nn.modules.batchnorm._BatchNorm

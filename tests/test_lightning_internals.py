@@ -28,6 +28,7 @@ from lightning.pytorch.demos.boring_classes import BoringModel
 from lightning.pytorch.loggers import CSVLogger, WandbLogger
 from lightning.pytorch.loggers.csv_logs import ExperimentWriter
 from lightning.pytorch.utilities.exceptions import SIGTERMException
+from torch import nn
 
 from lit_gen import _lightning
 
@@ -57,7 +58,6 @@ ALLOWED: dict[str, set[str]] = {
     "lit_gen/cli.py": {"_instantiate_trainer", "_parse_ckpt_path", "_class_path", "_instantiator"},
     "lit_gen/commands/evaluate.py": {"_get_help_string"},
     "lit_gen/commands/submit.py": {"_parser", "_run_subcommand", "_set_seed"},
-    "lit_gen/ema.py": {"_BatchNorm"},
     "lit_gen/models/autoregressive.py": {"_trainer"},
     "lit_gen/models/base.py": {"_trainer", "_logger_connector"},
     "lit_gen/models/gan.py": {"_ddp_kwargs"},
@@ -499,3 +499,19 @@ def test_keeping_experiment_writer(tmp_path):
     with pytest.warns(UserWarning, match="will be deleted"):
         ExperimentWriter(str(tmp_path))
     assert not metrics.exists()  # why the subclass is needed
+
+
+# --- torch -------------------------------------------------------------------------------------------------------
+
+
+def test_batch_norm():
+    norms = [
+        nn.BatchNorm1d(2),
+        nn.BatchNorm2d(2),
+        nn.BatchNorm3d(2),
+        nn.SyncBatchNorm(2),
+        nn.LazyBatchNorm2d(),
+    ]
+    assert all(isinstance(m, _lightning.BatchNorm) for m in norms)
+    others = [nn.InstanceNorm2d(2, track_running_stats=True), nn.GroupNorm(1, 2), nn.LayerNorm(2)]
+    assert not any(isinstance(m, _lightning.BatchNorm) for m in others)
