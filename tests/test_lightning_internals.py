@@ -1,8 +1,9 @@
-"""The private Lightning / jsonargparse / torchmetrics / torch names lit_gen uses live in ``lit_gen/_lightning.py``
-only, and each behaviour they rely on is pinned here, one named test per internal: a release that changes one
-fails its test, not a user's run.
+"""The private Lightning / jsonargparse / torchmetrics / torch names lit_gen uses live in
+``lit_gen/_lightning.py`` only, and each behaviour they rely on is pinned here, one named test per internal: a
+release that changes one fails its test, not a user's run.
 
-The training-loop internals are pinned on one tiny ``BoringModel`` fit each (CPU, a few batches)."""
+The training-loop internals are pinned on tiny ``BoringModel`` fits (CPU, a few batches, some shared by
+module-scoped fixtures)."""
 
 from __future__ import annotations
 
