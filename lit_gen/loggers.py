@@ -218,6 +218,7 @@ class OfflineFirstWandbLogger(WandbLogger):
             log_model=log_model,
             **{k: v for k, v in extra.items() if v is not None},
         )
+        #: the ``wandb.init`` arguments, unset ones left to W&B's defaults
         self.wandb_init = {k: v for k, v in wandb_init_kwargs(self).items() if v is not None or k == "id"}
         # Lightning asks W&B to resume every run; unless told otherwise, ``_init_kwargs`` asks only a later part
         self._choose_resume = kwargs.get("resume") is None and not os.environ.get("WANDB_RESUME")

@@ -121,7 +121,7 @@ class ProgressBar(TQDMProgressBar):
         self.advance(self.predict_progress_bar, batch_idx + 1)
 
     def advance(self, bar, n: int) -> None:
-        """Moves an evaluation bar to batch ``n``, redrawing it if ``should_redraw`` says so."""
+        """Moves a validation, test or predict bar to batch ``n``, redrawn if ``should_redraw`` says so."""
         if bar is not None and not bar.disable and self.should_redraw(n, bar.total):
             bar.n = n
             bar.refresh()
