@@ -8,6 +8,7 @@ module-scoped fixtures)."""
 from __future__ import annotations
 
 import ast
+import functools
 import importlib
 import importlib.util
 import inspect
@@ -71,6 +72,7 @@ def _is_private(name: str) -> bool:
     return name.startswith("_") and not name.startswith("__")
 
 
+@functools.cache
 def _third_party_private_names(cls: type) -> set[str]:
     """The private attributes and methods the third-party classes in ``cls``'s MRO define (or set on ``self``)."""
     names: set[str] = set()
