@@ -20,11 +20,11 @@ from typing import Any
 
 import numpy as np
 import torch
+from fsspec.utils import get_protocol
 from lightning.fabric.plugins.io.torch_io import TorchCheckpointIO
-from lightning.fabric.utilities.cloud_io import _is_local_file_protocol
 from lightning.pytorch import LightningModule
-from lightning.pytorch.cli import instantiate_module
 
+from lit_gen._lightning import checkpoint_batches_done, instantiate_saved, saved_class_path
 from lit_gen.errors import LitGenError
 
 
@@ -64,8 +64,7 @@ def training_progress(path: str | Path) -> tuple[int, int] | None:
     (memory-mapped); None when ``path`` is not a readable Lightning checkpoint."""
     try:
         checkpoint = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
-        batches = checkpoint["loops"]["fit_loop"]["epoch_loop.batch_progress"]["total"]["processed"]
-        return int(batches), int(checkpoint["global_step"])
+        return checkpoint_batches_done(checkpoint), int(checkpoint["global_step"])
     except Exception:  # truncated, foreign, or saved outside fit: not a point to resume from
         return None
 
@@ -113,12 +112,11 @@ def load_model(path: str | Path, key: str = "ckpt_path") -> tuple[LightningModul
     loads its weights. Returns the model in eval mode and the checkpoint dict."""
     checkpoint = read_checkpoint(path, key)
     hparams = upgrade_class_paths(dict(checkpoint.get("hyper_parameters") or {}))
-    hparams.pop("_instantiator", None)
-    if "_class_path" not in hparams:
+    if saved_class_path(hparams) is None:
         raise LitGenError(
             f"{key}: '{path}' holds no model class (was it written by `python -m lit_gen fit`?)"
         )
-    model = instantiate_module(LightningModule, hparams)
+    model = instantiate_saved(LightningModule, hparams)
     model.on_load_checkpoint(checkpoint)
     model.load_state_dict(checkpoint["state_dict"])
     return model.eval(), checkpoint
@@ -129,11 +127,10 @@ def load_datamodule(checkpoint: dict[str, Any]):
     from lightning.pytorch import LightningDataModule
 
     hparams = upgrade_class_paths(dict(checkpoint.get("datamodule_hyper_parameters") or {}))
-    hparams.pop("_instantiator", None)
-    if "_class_path" not in hparams:
+    if saved_class_path(hparams) is None:
         return None
     try:
-        return instantiate_module(LightningDataModule, hparams)
+        return instantiate_saved(LightningDataModule, hparams)
     except Exception:
         return None
 
@@ -179,6 +176,11 @@ def atomic_torch_save(obj: Any, path: str | Path) -> None:
         pass
 
 
+def is_local_path(path: str | Path) -> bool:
+    """Whether ``path`` is on the local file system (a plain path or ``file://``), not ``s3://`` etc."""
+    return get_protocol(str(path)) == "file"
+
+
 class SafeCheckpointIO(TorchCheckpointIO):
     """Lightning's checkpoint IO with atomic local writes and ``weights_only`` loading.
 
@@ -188,14 +190,14 @@ class SafeCheckpointIO(TorchCheckpointIO):
     """
 
     def save_checkpoint(self, checkpoint: dict[str, Any], path, storage_options: Any | None = None) -> None:
-        if storage_options is not None or not _is_local_file_protocol(path):
+        if storage_options is not None or not is_local_path(path):
             return super().save_checkpoint(checkpoint, path, storage_options=storage_options)
         atomic_torch_save(checkpoint, path)
 
     def load_checkpoint(
         self, path, map_location: Any = None, weights_only: bool | None = None
     ) -> dict[str, Any]:
-        if not _is_local_file_protocol(path):
+        if not is_local_path(path):
             return super().load_checkpoint(path, map_location=map_location, weights_only=True)
         return read_checkpoint(path)
 

@@ -31,7 +31,12 @@ from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.callbacks.progress import ProgressBar as LightningProgressBar
 from lightning.pytorch.cli import LightningArgumentParser, SaveConfigCallback
 
-from lit_gen._lightning import ConfigOverCheckpointCLI, parse_without_validation
+from lit_gen._lightning import (
+    CLI_HPARAMS_KEYS,
+    ConfigOverCheckpointCLI,
+    parse_without_validation,
+    saved_class_path,
+)
 from lit_gen.callbacks.progress import ProgressBar
 from lit_gen.callbacks.reliability import Checkpoint, NonFiniteGuard
 from lit_gen.callbacks.slurm import SLURMRequeue
@@ -304,8 +309,8 @@ def check_resume(config: Namespace, ckpt_path: Path) -> None:
     class paths that moved count as their new ones."""
     checkpoint = read_checkpoint(ckpt_path)
     hparams = upgrade_class_paths(dict(checkpoint.get("hyper_parameters") or {}))
-    hparams.pop("_instantiator", None)
-    stored_class = hparams.pop("_class_path", None)
+    stored_class = saved_class_path(hparams)
+    hparams = {k: v for k, v in hparams.items() if k not in CLI_HPARAMS_KEYS}
     model = config.get("model")
     if stored_class is None or not isinstance(model, Namespace):
         return

@@ -8,12 +8,12 @@ import torch
 from torch import Tensor, nn
 from torch.optim.swa_utils import AveragedModel
 
+from lit_gen._lightning import BatchNorm
 
-def batch_norms(net: nn.Module) -> list[nn.modules.batchnorm._BatchNorm]:
+
+def batch_norms(net: nn.Module) -> list[BatchNorm]:
     """The BatchNorm layers of ``net`` that keep running statistics."""
-    return [
-        m for m in net.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm) and m.track_running_stats
-    ]
+    return [m for m in net.modules() if isinstance(m, BatchNorm) and m.track_running_stats]
 
 
 class EMA(AveragedModel):

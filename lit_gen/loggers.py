@@ -43,19 +43,25 @@ from urllib.parse import urlsplit
 from lightning.fabric.utilities.cloud_io import get_filesystem
 from lightning.pytorch import Callback, LightningModule, Trainer
 from lightning.pytorch.loggers import CSVLogger, WandbLogger
-from lightning.pytorch.loggers.csv_logs import ExperimentWriter
 from lightning.pytorch.loggers.logger import rank_zero_experiment
 from lightning.pytorch.utilities import rank_zero_only
 from lightning.pytorch.utilities.exceptions import SIGTERMException
 
+from lit_gen._lightning import (
+    KeepingExperimentWriter,
+    logger_prefix,
+    set_experiment,
+    started_experiment,
+    wandb_attaching,
+    wandb_init_kwargs,
+)
 from lit_gen.callbacks.samples import batches_done
+from lit_gen.run_dir import RUN_DIR_ENV
 
 #: file in the run directory holding the W&B run id, read back when the run directory is reused
 RUN_ID_FILE = "wandb_run_id"
 #: the x axis of every W&B chart: training batches done
 STEP_KEY = "trainer/batch"
-#: environment variable naming the run directory (set by ``lit_gen.cli``)
-_RUN_DIR_ENV = "LIT_GEN_RUN_DIR"
 #: W&B summary of a metric by its goal: the best value and the last one, or the last one only (e.g. of a
 #: standard deviation, which has no better value)
 SUMMARIES = {"min": "min,last", "max": "max,last", "last": "last"}
@@ -211,7 +217,8 @@ class OfflineFirstWandbLogger(WandbLogger):
             log_model=log_model,
             **{k: v for k, v in extra.items() if v is not None},
         )
-        self._wandb_init = {k: v for k, v in self._wandb_init.items() if v is not None or k == "id"}
+        #: the ``wandb.init`` arguments, unset ones left to W&B's defaults
+        self.wandb_init = {k: v for k, v in wandb_init_kwargs(self).items() if v is not None or k == "id"}
         # Lightning asks W&B to resume every run; unless told otherwise, ``_init_kwargs`` asks only a later part
         self._choose_resume = kwargs.get("resume") is None and not os.environ.get("WANDB_RESUME")
         self._force_offline = offline
@@ -223,13 +230,13 @@ class OfflineFirstWandbLogger(WandbLogger):
 
     def _run_dir(self) -> Path:
         """The lit_gen run directory (where ``wandb_run_id`` lives): the CLI's, else ``save_dir``."""
-        return Path(os.environ.get(_RUN_DIR_ENV) or self._save_dir or ".")
+        return Path(os.environ.get(RUN_DIR_ENV) or self.save_dir or ".")
 
     def _init_kwargs(self) -> dict[str, Any]:
         """The ``wandb.init`` arguments but the mode. The run id is chosen here (unless a sweep agent chose
         it): the one stored in the run directory, which W&B is told to resume, or a new one that an offline
         retry keeps."""
-        init = dict(self._wandb_init)
+        init = dict(self.wandb_init)
         run_dir = self._run_dir()
         if init.get("id") is None and not os.environ.get("WANDB_RUN_ID"):
             init["id"] = read_run_id(run_dir)
@@ -238,7 +245,7 @@ class OfflineFirstWandbLogger(WandbLogger):
                 if init["id"]:
                     init["resume"] = "allow"
             init["id"] = init["id"] or _new_run_id()
-        if os.environ.get(_RUN_DIR_ENV):
+        if os.environ.get(RUN_DIR_ENV):
             init.setdefault("group", run_dir.parent.name)
             if init.get("name") is None:
                 init["name"] = f"{run_dir.parent.name}/{run_dir.name}"
@@ -270,13 +277,13 @@ class OfflineFirstWandbLogger(WandbLogger):
         """The ``wandb`` run, started on first use (on global rank 0 only)."""
         import wandb
 
-        if self._experiment is None and getattr(self, "_attach_id", None) is None and wandb.run is None:
+        if started_experiment(self) is None and not wandb_attaching(self) and wandb.run is None:
             mode = wandb_mode(self._force_offline)
             init = self._init_kwargs()
             run_id = init.get("id") or os.environ.get("WANDB_RUN_ID")
             started = self._online_folders(init, run_id)
             try:
-                self._experiment = self._init(init, mode)
+                set_experiment(self, self._init(init, mode))
             except Exception as err:  # e.g. credentials but no network (a compute node): log offline instead
                 if mode != "online":
                     raise
@@ -290,7 +297,7 @@ class OfflineFirstWandbLogger(WandbLogger):
                     " s: set the logger's init_timeout or WANDB_INIT_TIMEOUT to wait longer",
                     file=sys.stderr,
                 )
-                self._experiment = self._init(init, "offline", force_mode=True)
+                set_experiment(self, self._init(init, "offline", force_mode=True))
             self._define_metrics()
             self._remember_run_id()
             self._announce()
@@ -303,7 +310,7 @@ class OfflineFirstWandbLogger(WandbLogger):
         return {p for name in ("wandb", ".wandb") for p in (root / name).glob(f"run-*-{run_id}")}
 
     def _define_metrics(self) -> None:
-        run = self._experiment
+        run = started_experiment(self)
         if not hasattr(run, "define_metric"):
             return
         run.define_metric(STEP_KEY)
@@ -312,13 +319,13 @@ class OfflineFirstWandbLogger(WandbLogger):
         _define_summaries(run, goals)
 
     def _remember_run_id(self) -> None:
-        run_id = getattr(self._experiment, "id", None)
+        run_id = getattr(started_experiment(self), "id", None)
         run_dir = self._run_dir()
         if run_id and run_dir.is_dir() and read_run_id(run_dir) != run_id:
             (run_dir / RUN_ID_FILE).write_text(f"{run_id}\n")
 
     def _announce(self) -> None:
-        run = self._experiment
+        run = started_experiment(self)
         settings = getattr(run, "settings", None)
         if settings is None or settings.mode == "disabled" or not getattr(run, "id", None):
             return
@@ -350,7 +357,7 @@ class OfflineFirstWandbLogger(WandbLogger):
     @rank_zero_only
     def log_metrics(self, metrics: Mapping[str, float], step: int | None = None) -> None:
         """Logs ``metrics`` with ``trainer/batch = step`` (callers pass training batches done)."""
-        prefix = f"{self._prefix}{self.LOGGER_JOIN_CHAR}" if self._prefix else ""
+        prefix = f"{logger_prefix(self)}{self.LOGGER_JOIN_CHAR}" if logger_prefix(self) else ""
         metrics = {f"{prefix}{key}": value for key, value in metrics.items()}
         if step is not None:
             metrics[STEP_KEY] = step
@@ -368,7 +375,7 @@ class OfflineFirstWandbLogger(WandbLogger):
         the SIGTERM with which SLURM stops the job finishes it (exit code 143), and a requeue that fails trains
         on in the same run."""
         super().finalize(status)
-        run = self._experiment
+        run = started_experiment(self)
         if run is None or not hasattr(run, "finish"):
             return
         if status == "finished":
@@ -383,7 +390,7 @@ class OfflineFirstWandbLogger(WandbLogger):
         import wandb
 
         run.finish(exit_code=exit_code)
-        self._experiment = None
+        set_experiment(self, None)
         wandb.teardown()  # waits until W&B's service has written the run's files
 
 
@@ -400,7 +407,7 @@ def _row_keys(row: Mapping[str, Any]) -> frozenset[str]:
     return frozenset(k for k, v in row.items() if k != "step" and v not in (None, ""))
 
 
-class _HistoryWriter(ExperimentWriter):
+class _HistoryWriter(KeepingExperimentWriter):
     """Lightning's CSV writer, except that an existing ``metrics.csv`` is kept (Lightning deletes it) until
     ``restart`` says whether the run continues it or starts afresh."""
 
@@ -410,9 +417,6 @@ class _HistoryWriter(ExperimentWriter):
         #: rows of the batch a resumed run restarted from that the resumed run may log again
         self.replaceable: list[dict[str, str]] = []
         self.metrics_keys = self.read_rows()[0]
-
-    def _check_log_dir_exists(self) -> None:
-        """Keeps ``metrics.csv``: ``restart`` decides what happens to it."""
 
     def read_rows(self) -> tuple[list[str], list[dict[str, str]]]:
         """(header, rows) of ``metrics.csv`` as written (values as strings); empty when there is none."""
@@ -483,10 +487,10 @@ class ResumableCSVLogger(CSVLogger):
     @property
     @rank_zero_experiment
     def experiment(self) -> _HistoryWriter:
-        if self._experiment is None:
+        if started_experiment(self) is None:
             get_filesystem(self.root_dir).makedirs(self.root_dir, exist_ok=True)
-            self._experiment = _HistoryWriter(log_dir=self.log_dir)
-        return self._experiment
+            set_experiment(self, _HistoryWriter(log_dir=self.log_dir))
+        return started_experiment(self)
 
     @rank_zero_only
     def restart(self, batches: int | None) -> None:

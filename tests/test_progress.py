@@ -52,11 +52,11 @@ def test_bar_redraws_at_most_every_min_interval_and_on_the_last_batch(monkeypatc
     redraws = []
     for current, t in enumerate([100.0, 100.5, 100.9, 101.2, 101.3, 101.4], start=1):
         now[0] = t
-        if bar._should_update(current, total=6):
+        if bar.should_redraw(current, total=6):
             redraws.append(current)
     assert redraws == [1, 4, 6]  # first batch, 1.2 s after it, the last batch
     every_other = ProgressBar(refresh_rate=2, min_interval=0.0)
-    assert [n for n in range(1, 6) if every_other._should_update(n, total=5)] == [2, 4, 5]
+    assert [n for n in range(1, 6) if every_other.should_redraw(n, total=5)] == [2, 4, 5]
 
 
 def fit_with_bar(bar: ProgressBar, model: GAN, num_train: int, **limits) -> None:

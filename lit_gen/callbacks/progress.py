@@ -8,6 +8,8 @@ import time
 
 from lightning.pytorch.callbacks import TQDMProgressBar
 
+from lit_gen._lightning import batches_done_this_epoch
+
 
 class ProgressBar(TQDMProgressBar):
     """Lightning's ``TQDMProgressBar``, redrawn at most every ``min_interval`` seconds (and on each bar's last
@@ -50,8 +52,10 @@ class ProgressBar(TQDMProgressBar):
         remaining = module.batches_for_optimizer_steps(trainer.max_steps - trainer.global_step)
         return min(trainer.num_training_batches, remaining)
 
-    def _should_update(self, current: int, total: int) -> bool:
-        if not super()._should_update(current, total):
+    def should_redraw(self, current: int, total: int) -> bool:
+        """Whether to redraw a bar at batch ``current`` of ``total``: on every ``refresh_rate``-th batch and the
+        last one, as Lightning's bar, but at most every ``min_interval`` seconds (always on the last)."""
+        if not self.is_enabled or (current % self.refresh_rate != 0 and current != total):
             return False
         now = time.monotonic()
         if current != total and now - self._last_redraw < self.min_interval:
@@ -65,7 +69,7 @@ class ProgressBar(TQDMProgressBar):
             return min(1.0, trainer.global_step / trainer.max_steps)
         batches = trainer.num_training_batches
         if trainer.max_epochs is not None and trainer.max_epochs > 0 and 0 < batches < math.inf:
-            done = trainer.fit_loop.epoch_loop.batch_progress.current.processed
+            done = batches_done_this_epoch(trainer)
             return min(1.0, (trainer.current_epoch + done / batches) / trainer.max_epochs)
         return None
 
@@ -99,8 +103,25 @@ class ProgressBar(TQDMProgressBar):
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx: int) -> None:
         bar = self.train_progress_bar
         n = batch_idx + 1
-        if bar is not None and self._should_update(n, bar.total):
+        if bar is not None and self.should_redraw(n, bar.total):
             if not bar.disable:
                 bar.n = n
             bar.set_description(self.describe(trainer), refresh=False)
             bar.set_postfix(self.get_metrics(trainer, pl_module))  # the one redraw
+
+    def on_validation_batch_end(
+        self, trainer, pl_module, outputs, batch, batch_idx, dataloader_idx=0
+    ) -> None:
+        self.advance(self.val_progress_bar, batch_idx + 1)
+
+    def on_test_batch_end(self, trainer, pl_module, outputs, batch, batch_idx, dataloader_idx=0) -> None:
+        self.advance(self.test_progress_bar, batch_idx + 1)
+
+    def on_predict_batch_end(self, trainer, pl_module, outputs, batch, batch_idx, dataloader_idx=0) -> None:
+        self.advance(self.predict_progress_bar, batch_idx + 1)
+
+    def advance(self, bar, n: int) -> None:
+        """Moves a validation, test or predict bar to batch ``n``, redrawn if ``should_redraw`` says so."""
+        if bar is not None and not bar.disable and self.should_redraw(n, bar.total):
+            bar.n = n
+            bar.refresh()

@@ -33,10 +33,16 @@ import torch
 from lightning.fabric.plugins.io.torch_io import TorchCheckpointIO
 from lightning.pytorch import Callback, LightningModule, Trainer
 from lightning.pytorch.callbacks import ModelCheckpoint
-from lightning.pytorch.loops.utilities import _is_max_limit_reached
 from lightning.pytorch.trainer.states import TrainerFn
 from lightning.pytorch.utilities.exceptions import SIGTERMException
 
+from lit_gen._lightning import (
+    end_restart_after_an_epochs_last_batch,
+    last_saved_step,
+    save_last_checkpoint,
+    save_topk_and_last,
+    stop_after_this_batch,
+)
 from lit_gen.checkpoints import SafeCheckpointIO, rng_states, set_rng_states
 from lit_gen.errors import LitGenError
 
@@ -95,15 +101,7 @@ class Checkpoint(ModelCheckpoint):
         self._rng_to_restore = states[trainer.global_rank % len(states)]
 
     def on_train_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
-        fit_loop = trainer.fit_loop
-        if (
-            fit_loop.restarted_mid_epoch
-            and fit_loop.epoch_progress.total.completed == fit_loop.epoch_progress.total.ready
-        ):
-            # resumed from a stop on an epoch's last batch: Lightning (2.6) has just completed that epoch in
-            # its reset but still calls the restart "mid-epoch", so the next epoch would start without counting
-            # itself ready/started or calling on_train_epoch_start (current_epoch one behind from then on)
-            fit_loop.reset_restart_stage()
+        end_restart_after_an_epochs_last_batch(trainer)
         # after the sanity check and the first (pre-fetched) batch: nothing else draws before the step
         if self._rng_to_restore is not None:
             set_rng_states(self._rng_to_restore)
@@ -137,28 +135,18 @@ class Checkpoint(ModelCheckpoint):
             self.save_now(trainer)
         # the final batch: save here, not in on_train_end, where Lightning has already counted the cut-short
         # epoch as complete (a run resumed from there would start the next epoch early)
-        if _is_max_limit_reached(trainer.global_step, trainer.max_steps):
+        if trainer.max_steps != -1 and trainer.global_step >= trainer.max_steps:
             self.save_last_now(trainer)
 
     def save_now(self, trainer: Trainer) -> None:
         """Saves the top-k and last checkpoints for the current step, as Lightning does on a multiple of
         ``every_n_train_steps`` (not while the monitored metric is missing)."""
-        if self._should_skip_saving_checkpoint(trainer):
-            return
-        candidates = self._monitor_candidates(trainer)
-        if self.monitor is not None and self.monitor not in candidates:
-            return
-        self._save_topk_checkpoint(trainer, candidates)
-        self._save_last_checkpoint(trainer, candidates)
+        save_topk_and_last(self, trainer)
 
     def save_last_now(self, trainer: Trainer) -> None:
         """Writes ``last.ckpt`` for the current step unless it was just written."""
-        if (
-            self.save_last
-            and self._last_global_step_saved != trainer.global_step
-            and not trainer.fast_dev_run
-        ):
-            self._save_last_checkpoint(trainer, self._monitor_candidates(trainer))
+        if self.save_last and last_saved_step(self) != trainer.global_step and not trainer.fast_dev_run:
+            save_last_checkpoint(self, trainer)
 
     def on_train_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
         self.save_last_now(trainer)
@@ -172,7 +160,7 @@ class Checkpoint(ModelCheckpoint):
                 signal.signal(signal.SIGINT, self._previous_sigint or signal.default_int_handler)
                 raise KeyboardInterrupt
             self._stop_signal = signum
-            trainer._signal_connector.received_sigterm = True  # Lightning stops after this batch, all ranks
+            stop_after_this_batch(trainer)
             if trainer.is_global_zero:
                 print(
                     "\nlit_gen: stopping after this batch and saving a checkpoint (Ctrl-C again to abort)",

@@ -9,13 +9,8 @@ from lightning.pytorch import Callback, LightningModule, Trainer
 from lightning.pytorch.loggers import TensorBoardLogger, WandbLogger
 from torch import Tensor
 
+from lit_gen._lightning import batches_done
 from lit_gen.sampling import save_image_grid, save_scatter
-
-
-def batches_done(trainer: Trainer) -> int:
-    """Training batches processed so far (restored on resume). Unlike ``global_step`` it does not count
-    optimizer steps, which differ per batch when a family has several optimizers."""
-    return trainer.fit_loop.epoch_loop.batch_progress.total.processed
 
 
 def log_image(trainer: Trainer, key: str, path: Path) -> None:

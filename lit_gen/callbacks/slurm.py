@@ -10,6 +10,8 @@ from lightning.fabric.plugins.environments import SLURMEnvironment
 from lightning.pytorch import Callback, LightningModule, Trainer
 from lightning.pytorch.utilities import rank_zero_warn
 
+from lit_gen._lightning import cluster_environment, slurm_save_and_requeue
+
 
 class SLURMRequeue(Callback):
     """Runs Lightning's SLURM save-and-requeue at the end of a training batch instead of inside the signal.
@@ -38,8 +40,7 @@ class SLURMRequeue(Callback):
 
     @staticmethod
     def _environment(trainer: Trainer) -> SLURMEnvironment | None:
-        # the same object Lightning's signal connector inspects to decide on auto-requeue
-        environment = trainer._accelerator_connector.cluster_environment
+        environment = cluster_environment(trainer)
         if isinstance(environment, SLURMEnvironment) and environment.auto_requeue:
             return environment
         return None
@@ -62,8 +63,7 @@ class SLURMRequeue(Callback):
             return
         if trainer.strategy.reduce_boolean_decision(self._requested, all=False):
             self._requested = False
-            # Lightning's handler: finalize loggers, save hpc_ckpt_N.ckpt, `scontrol requeue` (rank 0)
-            trainer._signal_connector._slurm_sigusr_handler_fn(self._signum, None)
+            slurm_save_and_requeue(trainer, self._signum)
             self._wait_for_sigterm(trainer)
 
     def _wait_for_sigterm(self, trainer: Trainer) -> None:

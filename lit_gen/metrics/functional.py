@@ -1,6 +1,6 @@
 """The sample-quality formulas on feature matrices (no networks here).
 
-- Fréchet distance (Heusel et al. 2017): torchmetrics' ``_compute_fid`` in float64.
+- Fréchet distance (Heusel et al. 2017): torchmetrics' eigenvalue form, in float64.
 - Kernel distance / KID (Bińkowski et al. 2018): torchmetrics' unbiased polynomial-kernel ``poly_mmd``,
   averaged over random subsets; subsets and standard deviation (ddof 0) as torch-fidelity's.
 - Inception Score (Salimans et al. 2016): exp(E_x KL(p(y|x) || p(y))) over ``splits`` parts of the shuffled
@@ -16,7 +16,6 @@ from __future__ import annotations
 import numpy as np
 import torch
 from torch import Tensor
-from torchmetrics.image.fid import _compute_fid
 from torchmetrics.image.kid import poly_mmd
 
 
@@ -32,7 +31,11 @@ def frechet_distance(mu1: Tensor, sigma1: Tensor, mu2: Tensor, sigma2: Tensor) -
     """||mu1 - mu2||² + Tr(sigma1 + sigma2 - 2 (sigma1 sigma2)^½) in float64 (torchmetrics' eigenvalue form,
     finite also for singular covariances, e.g. fewer samples than feature dimensions). Clamped at 0, as
     rounding can make a set's distance to itself a tiny negative number."""
-    value = _compute_fid(mu1.double(), sigma1.double(), mu2.double(), sigma2.double())
+    mu1, sigma1, mu2, sigma2 = mu1.double(), sigma1.double(), mu2.double(), sigma2.double()
+    # Tr((sigma1 sigma2)^½) is the sum of the square roots of the eigenvalues of sigma1 sigma2 (real and
+    # non-negative for covariances, up to rounding); no matrix square root needed
+    trace_sqrt = torch.linalg.eigvals(sigma1 @ sigma2).sqrt().real.sum(dim=-1)
+    value = (mu1 - mu2).square().sum(dim=-1) + (sigma1.trace() + sigma2.trace()) - 2 * trace_sqrt
     return value.clamp_min(0.0)
 
 

@@ -35,14 +35,15 @@ from lightning.pytorch import LightningDataModule
 from torch import Tensor
 from torch.utils.data import DataLoader, Dataset
 
+from lit_gen._lightning import CLI_HPARAMS_KEYS
 from lit_gen.errors import LitGenError
 from lit_gen.metrics.features import FeatureExtractor
 from lit_gen.metrics.functional import knn_radii, mean_cov
 
 FORMAT = "lit_gen.stats/1"
 STATS_DIR_ENV = "LIT_GEN_STATS_DIR"
-#: hyper-parameters that change how data is loaded but not which images it holds
-_LOADING_ONLY = {"batch_size", "num_workers", "_instantiator", "_class_path"}
+#: hyper-parameters that change how data is loaded but not which images it holds, and the CLI's bookkeeping
+_LOADING_ONLY = {"batch_size", "num_workers", *CLI_HPARAMS_KEYS}
 
 
 @dataclass
