@@ -385,7 +385,7 @@ def test_pixel_model_generates_images_in_the_unit_interval():
     vocabulary = PixelVocabulary(4, (1, 3, 3))
     model = Autoregressive(tiny_gpt(vocab_size=5, block_size=9))
     model.vocabulary = vocabulary
-    images = model.generate(6, generator=torch.Generator().manual_seed(0))
-    again = model.generate(6, generator=torch.Generator().manual_seed(0))
+    images = model.generate(6, rng=torch.Generator().manual_seed(0))
+    again = model.generate(6, rng=torch.Generator().manual_seed(0))
     assert images.shape == (6, 1, 3, 3) and torch.equal(images, again)
     assert torch.allclose(images * 3, (images * 3).round()) and images.min() >= 0 and images.max() <= 1

@@ -203,8 +203,8 @@ def test_training_batches_are_rebinarized_every_batch_and_reproducibly():
     seen = []
 
     class Recording(Bernoulli):
-        def prepare(self, x, generator):
-            seen.append(super().prepare(x, generator))
+        def prepare(self, x, rng=None, uniform=None):
+            seen.append(super().prepare(x, rng, uniform))
             return seen[-1]
 
     model = VAE(MLPEncoder((1, 4, 4), (8,), 2), MLPDecoder(2, (8,), (1, 4, 4)), Recording(), noise_seed=3)

@@ -8,6 +8,8 @@ import time
 
 from lightning.pytorch.callbacks import TQDMProgressBar
 
+from lit_gen._lightning import epoch_batches_done
+
 
 class ProgressBar(TQDMProgressBar):
     """Lightning's ``TQDMProgressBar``, redrawn at most every ``min_interval`` seconds (and on each bar's last
@@ -65,7 +67,7 @@ class ProgressBar(TQDMProgressBar):
             return min(1.0, trainer.global_step / trainer.max_steps)
         batches = trainer.num_training_batches
         if trainer.max_epochs is not None and trainer.max_epochs > 0 and 0 < batches < math.inf:
-            done = trainer.fit_loop.epoch_loop.batch_progress.current.processed
+            done = epoch_batches_done(trainer)
             return min(1.0, (trainer.current_epoch + done / batches) / trainer.max_epochs)
         return None
 

@@ -9,13 +9,8 @@ from lightning.pytorch import Callback, LightningModule, Trainer
 from lightning.pytorch.loggers import TensorBoardLogger, WandbLogger
 from torch import Tensor
 
+from lit_gen._lightning import batches_done
 from lit_gen.sampling import save_image_grid, save_scatter
-
-
-def batches_done(trainer: Trainer) -> int:
-    """Training batches processed so far (restored on resume). Unlike ``global_step`` it does not count
-    optimizer steps, which differ per batch when a family has several optimizers."""
-    return trainer.fit_loop.epoch_loop.batch_progress.total.processed
 
 
 def log_image(trainer: Trainer, key: str, path: Path) -> None:
@@ -54,9 +49,7 @@ class SampleGrid(Callback):
         if trainer.fast_dev_run or batches == self._last_written or not trainer.is_global_zero:
             return
         self._last_written = batches
-        samples: Tensor = pl_module.generate(
-            self.num_samples, generator=torch.Generator().manual_seed(self.seed)
-        )
+        samples: Tensor = pl_module.generate(self.num_samples, rng=torch.Generator().manual_seed(self.seed))
         path = Path(trainer.default_root_dir) / "samples" / f"batch_{batches:07d}.png"
         if samples.dim() == 4:
             save_image_grid(samples, path, nrow=self.nrow)

@@ -8,6 +8,7 @@ import torch
 from lightning.pytorch import LightningDataModule
 from torch.utils.data import DataLoader, Dataset, DistributedSampler, random_split
 
+from lit_gen._lightning import epoch_batches_done
 from lit_gen.errors import LitGenError
 
 
@@ -67,7 +68,7 @@ class ResumableDataLoader(DataLoader):
         epoch, batches = sampler.epoch, 0
         if self.trainer is not None:
             epoch = self.trainer.current_epoch
-            batches = self.trainer.fit_loop.epoch_loop.batch_progress.current.processed
+            batches = epoch_batches_done(self.trainer)
             if batches >= self.trainer.num_training_batches:  # the epoch is done: the next one starts afresh
                 epoch, batches = epoch + 1, 0
         return {"epoch": int(epoch), "batches": int(batches)}

@@ -17,6 +17,7 @@ import torch
 from torch import Tensor
 from torch.utils.data import DataLoader, Dataset
 
+from lit_gen._lightning import batches_done
 from lit_gen.data.base import DataModule
 from lit_gen.errors import LitGenError
 from lit_gen.utils import derived_seed
@@ -278,7 +279,7 @@ class Text(DataModule):
         batches = RandomWindowBatches(self.train_tokens, self.block_size, self.batch_size, self.seed, rank)
         if self.trainer is not None:
             trainer = self.trainer
-            batches.batches_consumed = lambda: trainer.fit_loop.epoch_loop.batch_progress.total.processed
+            batches.batches_consumed = lambda: batches_done(trainer)
         return batches
 
     def val_dataloader(self) -> DataLoader:
