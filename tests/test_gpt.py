@@ -295,6 +295,20 @@ def test_vocabularies_round_trip_through_plain_configs():
     assert ByteVocabulary().decode(ByteVocabulary().encode("façade")) == "façade"
 
 
+def test_checkpoints_without_a_batch_count_load_with_the_fit_loops_count():
+    """Autoregressive checkpoints written before every family counted its batches hold no ``batches_seen``."""
+    trained = Autoregressive(tiny_gpt())
+    trained.vocabulary = CharVocabulary("\n !abcdefg")
+    checkpoint = {"state_dict": trained.state_dict(), "hyper_parameters": {}}
+    trained.on_save_checkpoint(checkpoint)
+    del checkpoint["state_dict"]["batches_seen"]
+    checkpoint["loops"] = {"fit_loop": {"epoch_loop.batch_progress": {"total": {"processed": 7}}}}
+    model = Autoregressive(tiny_gpt())
+    model.on_load_checkpoint(checkpoint)
+    model.load_state_dict(checkpoint["state_dict"])
+    assert int(model.batches_seen) == 7 and model.vocabulary.init_args() == trained.vocabulary.init_args()
+
+
 def _saved(obj) -> Path:
     path = Path("obj.pt")
     torch.save(obj, path)
