@@ -357,6 +357,12 @@ def test_noise_is_distinct_per_rank_batch_and_stream_and_reproducible():
     assert not torch.equal(first, model.latents(16))
     model._trainer = SimpleNamespace(global_rank=0, world_size=1)
     assert torch.equal(first, model.latents(16))
+    # two ranks with batch 8 take alternate rows of the one-process batch of 16
+    halves = []
+    for rank in (0, 1):
+        model._trainer = SimpleNamespace(global_rank=rank, world_size=2)
+        halves.append(model.latents(8))
+    assert torch.equal(torch.stack(halves, dim=1).reshape(16, 2), first)
 
 
 # --- shape check before training -----------------------------------------------------------------------------

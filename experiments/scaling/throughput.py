@@ -9,6 +9,7 @@ from pathlib import Path
 
 from lightning.pytorch import Callback
 
+from lit_gen._lightning import batches_done
 from lit_gen.utils import batch_data
 
 
@@ -27,7 +28,7 @@ class Throughput(Callback):
         self.samples = 0
 
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
-        done = trainer.fit_loop.epoch_loop.batch_progress.total.completed + 1
+        done = batches_done(trainer)
         if done == self.warmup:
             self.start = time.perf_counter()
         elif done > self.warmup:

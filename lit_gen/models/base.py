@@ -1,15 +1,16 @@
 """What every generative family shares, so that a family's file holds only its maths.
 
-A family subclasses ``GenerativeModule`` and writes:
+A new family is one file with a subclass of ``GenerativeModule`` that writes:
 
-- ``__init__``: ``super().__init__(noise_seed)``, its networks and ``self.save_hyperparameters_without_modules()``;
-- ``training_step``: its loss on ``self.batch_data(batch)``, with training noise from ``batch_noise`` (or
-  ``noise_rng``) over the family's named streams, metrics logged only where ``logs_this_batch``, and
-  ``self.batches_seen += 1`` once the batch's noise is drawn. (The step counts the batch itself, not
-  ``on_train_batch_end``: Lightning runs the callbacks' ``on_train_batch_end``, where checkpoints are saved,
-  before the module's.);
+- ``__init__``: ``super().__init__(noise_seed)``, then its networks and
+  ``self.save_hyperparameters_without_modules()``;
+- ``training_step``: its loss on ``self.batch_data(batch)``. Training noise comes from ``batch_noise`` (or
+  ``noise_rng``) over the family's named streams (a small ``IntEnum``); metrics are logged only where
+  ``logs_this_batch``; once the batch's noise is drawn, ``self.batches_seen += 1`` counts the batch. (In the
+  step, not in ``on_train_batch_end``: Lightning runs the callbacks' ``on_train_batch_end``, where checkpoints
+  are saved, before the module's.);
 - ``configure_optimizers``: usually ``return self.optimizer_config(self.optimizer, self.parameters(),
-  self.lr_scheduler)`` with the optimizer and scheduler injected from the config;
+  self.lr_scheduler)``, optimizer and scheduler injected from the config;
 - ``generate(num_samples, rng)``: its sampler.
 """
 
@@ -26,6 +27,7 @@ from lightning.pytorch.cli import LRSchedulerCallable, OptimizerCallable
 from torch import Tensor, nn
 
 from lit_gen._lightning import attached_trainer, should_update_logs
+from lit_gen.checkpoints import batches_trained
 from lit_gen.optim import make_optimizer
 from lit_gen.utils import batch_data, derived_seed
 
@@ -142,9 +144,5 @@ class GenerativeModule(LightningModule):
     def on_load_checkpoint(self, checkpoint: dict) -> None:
         self.noise_seed = checkpoint.get("noise_seed", self.noise_seed)
         state = checkpoint.get("state_dict")
-        if state is not None and "batches_seen" not in state:
-            # a checkpoint of a family that kept no count (the autoregressive one): the fit loop's count
-            progress = checkpoint.get("loops", {}).get("fit_loop", {}).get("epoch_loop.batch_progress", {})
-            state["batches_seen"] = torch.tensor(
-                progress.get("total", {}).get("processed", 0), dtype=torch.long
-            )
+        if state is not None and "batches_seen" not in state:  # older autoregressive checkpoints counted none
+            state["batches_seen"] = torch.tensor(batches_trained(checkpoint) or 0, dtype=torch.long)
