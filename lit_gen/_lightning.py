@@ -12,11 +12,12 @@ from typing import Any
 
 from jsonargparse import ArgumentParser, Namespace
 from lightning.fabric.plugins.environments import ClusterEnvironment
-from lightning.pytorch import Trainer
+from lightning.pytorch import LightningModule, Trainer
 from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.cli import LightningCLI, instantiate_module
 from lightning.pytorch.loggers import Logger, WandbLogger
 from lightning.pytorch.loggers.csv_logs import ExperimentWriter
+from lightning.pytorch.strategies import DDPStrategy
 from torch import nn
 
 # --- training progress (Lightning's loops are private classes: ``_FitLoop``, ``_TrainingEpochLoop``) -------------
@@ -160,6 +161,28 @@ class KeepingExperimentWriter(ExperimentWriter):
 #: the base class of every BatchNorm layer (``BatchNorm1d/2d/3d``, their lazy forms, ``SyncBatchNorm``) and of no
 #: other norm; torch exports none
 BatchNorm = nn.modules.batchnorm._BatchNorm
+
+
+# --- models ---
+
+
+def attached_trainer(module: LightningModule) -> Trainer | None:
+    """The trainer ``module`` is attached to, or None: ``LightningModule.trainer`` raises without one, and models
+    also run outside a fit (``sample``, ``evaluate``, tests)."""
+    return module._trainer
+
+
+def should_update_logs(trainer: Trainer) -> bool:
+    """Whether this training batch's metrics reach the loggers (every ``log_every_n_steps``): Lightning's own
+    test, the one its LearningRateMonitor uses, is a property of the private logger connector."""
+    return trainer._logger_connector.should_update_logs
+
+
+def ddp_kwargs(strategy: DDPStrategy) -> dict[str, Any]:
+    """The keyword arguments ``strategy`` will pass to ``DistributedDataParallel`` (a live dict: changes made
+    before the strategy wraps the model take effect). DDPStrategy takes them only in its constructor, and the
+    CLI builds it from a plain ``--trainer.strategy ddp``."""
+    return strategy._ddp_kwargs
 
 
 # --- cli -------------------------------------------------------------------------------------------------------

@@ -59,12 +59,21 @@ def refused_load(
     )
 
 
+def batches_trained(checkpoint: dict[str, Any]) -> int | None:
+    """Training batches a checkpoint was saved after (its fit loop's count); None when it holds no fit loop."""
+    try:
+        return checkpoint_batches_done(checkpoint)
+    except (KeyError, TypeError):
+        return None
+
+
 def training_progress(path: str | Path) -> tuple[int, int] | None:
     """(training batches, optimizer steps) a checkpoint was saved after, read without loading its tensors
     (memory-mapped); None when ``path`` is not a readable Lightning checkpoint."""
     try:
         checkpoint = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
-        return checkpoint_batches_done(checkpoint), int(checkpoint["global_step"])
+        batches = batches_trained(checkpoint)
+        return None if batches is None else (batches, int(checkpoint["global_step"]))
     except Exception:  # truncated, foreign, or saved outside fit: not a point to resume from
         return None
 

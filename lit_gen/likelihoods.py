@@ -27,9 +27,9 @@ class Likelihood:
     params_per_pixel: int = 1
     discrete: bool = True
 
-    def prepare(self, x: Tensor, generator: torch.Generator | Tensor | None) -> Tensor:
-        """The data the model is trained on / scored on, from images in [0, 1] (e.g. a binarization);
-        ``generator`` is the source of its noise, or uniform noise shaped like x."""
+    def prepare(self, x: Tensor, rng: torch.Generator | None = None, uniform: Tensor | None = None) -> Tensor:
+        """The data the model is trained on / scored on, from images in [0, 1] (e.g. a binarization); its noise
+        is ``uniform`` (U[0, 1) shaped like x) when given, else drawn from ``rng``."""
         return x
 
     def log_prob(self, x: Tensor, params: Tensor) -> Tensor:
@@ -60,10 +60,8 @@ class Bernoulli(Likelihood):
         self.binarize = binarize
         self.discrete = binarize
 
-    def prepare(self, x: Tensor, generator: torch.Generator | Tensor | None) -> Tensor:
-        if not self.binarize:
-            return x
-        return dynamic_binarization(x, generator)
+    def prepare(self, x: Tensor, rng: torch.Generator | None = None, uniform: Tensor | None = None) -> Tensor:
+        return dynamic_binarization(x, rng, uniform) if self.binarize else x
 
     def log_prob(self, x: Tensor, params: Tensor) -> Tensor:
         return bernoulli_log_prob(x, params)
@@ -72,13 +70,14 @@ class Bernoulli(Likelihood):
         return torch.sigmoid(params)
 
 
-def dynamic_binarization(x: Tensor, generator: torch.Generator | Tensor | None = None) -> Tensor:
-    """x ~ Bernoulli(intensity) per pixel: ``u < x`` with u ~ U[0, 1) from ``generator`` (created on x's
-    device) when given, or ``generator`` itself when it is the uniform noise (shaped like x)."""
-    u = generator
-    if not isinstance(u, Tensor):
-        u = torch.rand(x.shape, generator=generator, device=x.device, dtype=x.dtype)
-    return (u < x).to(x.dtype)
+def dynamic_binarization(
+    x: Tensor, rng: torch.Generator | None = None, uniform: Tensor | None = None
+) -> Tensor:
+    """x ~ Bernoulli(intensity) per pixel: ``uniform < x``, with ``uniform`` ~ U[0, 1) shaped like x given or
+    drawn from ``rng`` (created on x's device)."""
+    if uniform is None:
+        uniform = torch.rand(x.shape, generator=rng, device=x.device, dtype=x.dtype)
+    return (uniform < x).to(x.dtype)
 
 
 class Gaussian(Likelihood):
@@ -127,7 +126,7 @@ class DiscretizedLogistic(Likelihood):
             raise LitGenError(f"model.likelihood.bins must be >= 2, got {bins}")
         self.bins, self.min_log_scale = bins, min_log_scale
 
-    def prepare(self, x: Tensor, generator: torch.Generator | Tensor | None) -> Tensor:
+    def prepare(self, x: Tensor, rng: torch.Generator | None = None, uniform: Tensor | None = None) -> Tensor:
         return torch.round(x.clamp(0.0, 1.0) * (self.bins - 1)) / (self.bins - 1)
 
     def log_prob(self, x: Tensor, params: Tensor) -> Tensor:

@@ -27,13 +27,13 @@ def save_random_inception_weights(path: str | Path, seed: int = 0) -> Path:
 
     with mock.patch.object(fidelity_inception, "load_state_dict_from_url", return_value=None):
         net = _Unloaded("inception-v3-compat", ["2048"])
-    generator = torch.Generator().manual_seed(seed)
+    rng = torch.Generator().manual_seed(seed)
     # He init keeps activations O(1) through the 94 convs (PyTorch's default init fades them)
     for module in net.modules():
         if isinstance(module, nn.Conv2d):
-            nn.init.kaiming_normal_(module.weight, nonlinearity="relu", generator=generator)
+            nn.init.kaiming_normal_(module.weight, nonlinearity="relu", generator=rng)
         elif isinstance(module, nn.Linear):
-            nn.init.normal_(module.weight, std=module.in_features**-0.5, generator=generator)
+            nn.init.normal_(module.weight, std=module.in_features**-0.5, generator=rng)
             nn.init.zeros_(module.bias)
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)

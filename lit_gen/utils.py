@@ -17,6 +17,11 @@ def derived_seed(*parts: int) -> int:
     )
 
 
+def batch_data(batch):
+    """The data of a DataLoader batch: the first element of a (data, labels) pair, else the batch itself."""
+    return batch[0] if isinstance(batch, (list, tuple)) else batch
+
+
 @contextlib.contextmanager
 def eval_mode(*modules: nn.Module) -> Iterator[None]:
     """Puts modules in eval mode under ``torch.no_grad`` and restores each one's previous mode afterwards."""

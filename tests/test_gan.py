@@ -16,6 +16,7 @@ from lit_gen.errors import LitGenError
 from lit_gen.losses import R1, WGANGP, Wasserstein
 from lit_gen.metrics.functional import frechet_distance
 from lit_gen.models import GAN
+from lit_gen.models.gan import NoiseStream
 from lit_gen.nets import DCGANDiscriminator, DCGANGenerator, MLPDiscriminator, MLPGenerator
 
 
@@ -213,7 +214,7 @@ def test_ema_after_training_matches_the_average_computed_by_hand(rampup):
 def test_ema_batchnorm_statistics_are_those_of_the_ema_weights():
     model = image_gan(ema_decay=0.9, ema_rampup=None)
     fit(model, datamodule=Digits(image_size=8, batch_size=8), batches=6)
-    model.generate(4, generator=torch.Generator().manual_seed(0))
+    model.generate(4, rng=torch.Generator().manual_seed(0))
     ema = model.generator_ema.module
     # the statistics of each BatchNorm layer's input under the EMA weights, over many latents
     inputs: dict[str, list[torch.Tensor]] = {}
@@ -279,12 +280,12 @@ def test_ema_generator_is_not_far_worse_than_the_live_one_early_in_training():
 def test_generate_uses_the_ema_generator_unless_told_otherwise():
     model = image_gan(ema_decay=0.9, ema_rampup=None)
     fit(model, datamodule=Digits(image_size=8, batch_size=8), batches=3)
-    ema = model.generate(4, generator=torch.Generator().manual_seed(0))
-    live = model.generate(4, generator=torch.Generator().manual_seed(0), ema=False)
+    ema = model.generate(4, rng=torch.Generator().manual_seed(0))
+    live = model.generate(4, rng=torch.Generator().manual_seed(0), ema=False)
     assert ema.shape == live.shape == (4, 1, 8, 8)
     assert 0.0 <= ema.min() and ema.max() <= 1.0
     assert not torch.allclose(ema, live)
-    assert torch.equal(ema, model.generate(4, generator=torch.Generator().manual_seed(0)))
+    assert torch.equal(ema, model.generate(4, rng=torch.Generator().manual_seed(0)))
     assert model.generator.training, "generate must restore train mode"
     no_ema = toy_gan(ema_decay=None)
     assert no_ema.generator_ema is None and no_ema.sampling_generator is no_ema.generator
@@ -346,16 +347,22 @@ def test_pacgan_packs_samples_and_drops_the_remainder():
 
 def test_noise_is_distinct_per_rank_batch_and_stream_and_reproducible():
     model = toy_gan()
-    first = model.noise(16, stream=0)
-    assert torch.equal(first, model.noise(16, stream=0))
-    assert not torch.equal(first, model.noise(16, stream=1))
+    first = model.latents(16)
+    assert torch.equal(first, model.batch_noise(NoiseStream.LATENTS, (16, 2)))
+    assert not torch.equal(first, model.batch_noise(NoiseStream.PENALTY_MIX, (16, 2)))
     model.batches_seen += 1
-    assert not torch.equal(first, model.noise(16, stream=0))
+    assert not torch.equal(first, model.latents(16))
     model.batches_seen -= 1
-    model._trainer = SimpleNamespace(global_rank=1)  # what another DDP rank sees
-    assert not torch.equal(first, model.noise(16, stream=0))
-    model._trainer = SimpleNamespace(global_rank=0)
-    assert torch.equal(first, model.noise(16, stream=0))
+    model._trainer = SimpleNamespace(global_rank=1, world_size=2)  # what another DDP rank sees
+    assert not torch.equal(first, model.latents(16))
+    model._trainer = SimpleNamespace(global_rank=0, world_size=1)
+    assert torch.equal(first, model.latents(16))
+    # two ranks with batch 8 take alternate rows of the one-process batch of 16
+    halves = []
+    for rank in (0, 1):
+        model._trainer = SimpleNamespace(global_rank=rank, world_size=2)
+        halves.append(model.latents(8))
+    assert torch.equal(torch.stack(halves, dim=1).reshape(16, 2), first)
 
 
 # --- shape check before training -----------------------------------------------------------------------------

@@ -296,6 +296,20 @@ def test_vocabularies_round_trip_through_plain_configs():
     assert ByteVocabulary().decode(ByteVocabulary().encode("façade")) == "façade"
 
 
+def test_checkpoints_without_a_batch_count_load_with_the_fit_loops_count():
+    """Autoregressive checkpoints written before every family counted its batches hold no ``batches_seen``."""
+    trained = Autoregressive(tiny_gpt())
+    trained.vocabulary = CharVocabulary("\n !abcdefg")
+    checkpoint = {"state_dict": trained.state_dict(), "hyper_parameters": {}}
+    trained.on_save_checkpoint(checkpoint)
+    del checkpoint["state_dict"]["batches_seen"]
+    checkpoint["loops"] = {"fit_loop": {"epoch_loop.batch_progress": {"total": {"processed": 7}}}}
+    model = Autoregressive(tiny_gpt())
+    model.on_load_checkpoint(checkpoint)
+    model.load_state_dict(checkpoint["state_dict"])
+    assert int(model.batches_seen) == 7 and model.vocabulary.init_args() == trained.vocabulary.init_args()
+
+
 def _saved(obj) -> Path:
     path = Path("obj.pt")
     torch.save(obj, path)
@@ -386,7 +400,7 @@ def test_pixel_model_generates_images_in_the_unit_interval():
     vocabulary = PixelVocabulary(4, (1, 3, 3))
     model = Autoregressive(tiny_gpt(vocab_size=5, block_size=9))
     model.vocabulary = vocabulary
-    images = model.generate(6, generator=torch.Generator().manual_seed(0))
-    again = model.generate(6, generator=torch.Generator().manual_seed(0))
+    images = model.generate(6, rng=torch.Generator().manual_seed(0))
+    again = model.generate(6, rng=torch.Generator().manual_seed(0))
     assert images.shape == (6, 1, 3, 3) and torch.equal(images, again)
     assert torch.allclose(images * 3, (images * 3).round()) and images.min() >= 0 and images.max() <= 1

@@ -203,8 +203,8 @@ def test_training_batches_are_rebinarized_every_batch_and_reproducibly():
     seen = []
 
     class Recording(Bernoulli):
-        def prepare(self, x, generator):
-            seen.append(super().prepare(x, generator))
+        def prepare(self, x, rng=None, uniform=None):
+            seen.append(super().prepare(x, rng, uniform))
             return seen[-1]
 
     model = VAE(MLPEncoder((1, 4, 4), (8,), 2), MLPDecoder(2, (8,), (1, 4, 4)), Recording(), noise_seed=3)
@@ -249,6 +249,9 @@ def test_mismatched_decoder_and_likelihood_is_a_user_error():
         VAE(MLPEncoder(latent_dim=5), MLPDecoder(latent_dim=6))
     with pytest.raises(LitGenError, match="beta"):
         VAE(MLPEncoder(), MLPDecoder(), likelihood=Bernoulli(), k=5, beta=2.0)
+    model = VAE(MLPEncoder(), MLPDecoder(), optimizer=lambda params: torch.optim.Adam(params, lr=-1.0))
+    with pytest.raises(LitGenError, match="^model.optimizer: Invalid learning rate"):
+        model.configure_optimizers()
 
 
 # --- every VAE config: fit (fast_dev_run), a one-batch fit, test and sample ------------------------------------

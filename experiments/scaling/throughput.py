@@ -9,6 +9,9 @@ from pathlib import Path
 
 from lightning.pytorch import Callback
 
+from lit_gen._lightning import batches_done
+from lit_gen.utils import batch_data
+
 
 class Throughput(Callback):
     """Times training batches ``warmup`` .. the last one on rank 0 (DDP ranks run in lock-step).
@@ -25,13 +28,12 @@ class Throughput(Callback):
         self.samples = 0
 
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
-        done = trainer.fit_loop.epoch_loop.batch_progress.total.completed + 1
+        done = batches_done(trainer)
         if done == self.warmup:
             self.start = time.perf_counter()
         elif done > self.warmup:
-            first = batch[0] if isinstance(batch, (list, tuple)) else batch
             self.batches += 1
-            self.samples += int(first.shape[0]) * trainer.world_size
+            self.samples += int(batch_data(batch).shape[0]) * trainer.world_size
             self.end = (
                 time.perf_counter()
             )  # not on_train_end: other callbacks' end-of-fit work is not training

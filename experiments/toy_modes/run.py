@@ -75,7 +75,7 @@ def train_and_evaluate(name: str, seed: int, run_root: str, extra: list[str], th
     model, data = cli.model, cli.datamodule
     metric = ModeCoverage(data.modes, data.std, EVAL_THRESHOLD)
     # evaluation noise is independent of the training noise and of the callbacks' fixed batches
-    samples = model.generate(EVAL_SAMPLES, generator=torch.Generator().manual_seed(10_000 + seed))
+    samples = model.generate(EVAL_SAMPLES, rng=torch.Generator().manual_seed(10_000 + seed))
     metric.update(samples)
     result = {k: float(v) for k, v in metric.compute().items()}
     return {

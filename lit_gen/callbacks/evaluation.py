@@ -171,9 +171,9 @@ class SampleQuality(Callback):
             seed=self.seed,
         ).to(device)
         per_rank = -(-self.num_samples // trainer.world_size)
-        generator = torch.Generator().manual_seed(derived_seed(self.seed, trainer.global_rank))
+        rng = torch.Generator().manual_seed(derived_seed(self.seed, trainer.global_rank))
         for start in range(0, per_rank, self.batch_size):
-            samples = pl_module.generate(min(self.batch_size, per_rank - start), generator=generator)
+            samples = pl_module.generate(min(self.batch_size, per_rank - start), rng=rng)
             if samples.dim() != 4 or not samples.is_floating_point():
                 raise LitGenError(
                     f"callbacks.SampleQuality: {type(pl_module).__name__}.generate returns "

@@ -39,10 +39,10 @@ class ModeMetrics(Callback):
         datamodule = trainer.datamodule
         metric = ModeCoverage(datamodule.modes, datamodule.std, self.threshold).to(pl_module.device)
         per_rank = -(-self.num_samples // trainer.world_size)
-        generator = torch.Generator().manual_seed(
+        rng = torch.Generator().manual_seed(
             derived_seed(self.seed, trainer.global_rank, batches_done(trainer))
         )
-        metric.update(pl_module.generate(per_rank, generator=generator))
+        metric.update(pl_module.generate(per_rank, rng=rng))
         self.last = {f"val/{k}": float(v) for k, v in metric.compute().items()}
         return self.last
 
@@ -50,7 +50,10 @@ class ModeMetrics(Callback):
         if trainer.fast_dev_run:
             return
         values = self.evaluate(trainer, pl_module)
-        for name, value in values.items():  # for checkpoint monitors, early stopping and the end-of-fit summary
+        for (
+            name,
+            value,
+        ) in values.items():  # for checkpoint monitors, early stopping and the end-of-fit summary
             trainer.callback_metrics[name] = torch.tensor(value)
         for logger in trainer.loggers:
             logger.log_metrics(values, step=batches_done(trainer))

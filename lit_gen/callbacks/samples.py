@@ -49,9 +49,7 @@ class SampleGrid(Callback):
         if trainer.fast_dev_run or batches == self._last_written or not trainer.is_global_zero:
             return
         self._last_written = batches
-        samples: Tensor = pl_module.generate(
-            self.num_samples, generator=torch.Generator().manual_seed(self.seed)
-        )
+        samples: Tensor = pl_module.generate(self.num_samples, rng=torch.Generator().manual_seed(self.seed))
         path = Path(trainer.default_root_dir) / "samples" / f"batch_{batches:07d}.png"
         if samples.dim() == 4:
             save_image_grid(samples, path, nrow=self.nrow)

@@ -135,11 +135,11 @@ def image_batches(path: Path, batch_size: int) -> tuple[list[Tensor] | DataLoade
 
 def generated_batches(model, num_samples: int, batch_size: int, seed: int, ema: bool, device: torch.device):
     """Samples from a model, ``batch_size`` at a time, from a seeded noise generator."""
-    generator = torch.Generator().manual_seed(seed)
+    rng = torch.Generator().manual_seed(seed)
     kwargs = {"ema": ema} if hasattr(model, "generator_ema") else {}
     for start in range(0, num_samples, batch_size):
         with torch.no_grad():
-            samples = model.generate(min(batch_size, num_samples - start), generator=generator, **kwargs)
+            samples = model.generate(min(batch_size, num_samples - start), rng=rng, **kwargs)
         if samples.dim() != 4 or not samples.is_floating_point():
             raise LitGenError(
                 f"ckpt_path: {type(model).__name__} generates {tuple(samples.shape)} {samples.dtype}, not images"

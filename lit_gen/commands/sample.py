@@ -61,7 +61,7 @@ def write_text_samples(
     prompt: str,
     num_samples: int,
     max_new_tokens: int,
-    generator: torch.Generator | None = None,
+    rng: torch.Generator | None = None,
     stream: TextIO | None = None,
 ) -> Path:
     """Samples ``num_samples`` texts from a text model (``Autoregressive.stream_text``) one after the other,
@@ -70,7 +70,7 @@ def write_text_samples(
     texts = []
     for _ in range(num_samples):
         pieces = []
-        for piece in model.stream_text(prompt, max_new_tokens, generator):
+        for piece in model.stream_text(prompt, max_new_tokens, rng):
             pieces.append(piece)
             if stream is not None:
                 stream.write(piece)
@@ -101,7 +101,7 @@ def write_reconstructions(model, checkpoint: dict, out_dir: Path, num: int, seed
         return []
     nrow = min(8, len(images))
     images = images[: len(images) - len(images) % nrow]  # whole rows only, so pairs stay aligned
-    recons = model.reconstruct(images, generator=torch.Generator().manual_seed(seed)).cpu()
+    recons = model.reconstruct(images, rng=torch.Generator().manual_seed(seed)).cpu()
     pairs = [t for i in range(0, len(images), nrow) for t in (images[i : i + nrow], recons[i : i + nrow])]
     return [save_image_grid(torch.cat(pairs), out_dir / "reconstructions.png", nrow=nrow)]
 
@@ -143,20 +143,20 @@ def main(argv: list[str]) -> None:
 
 def write_all(model, checkpoint: dict, args, out_dir: Path) -> list[Path]:
     """Generates ``args.num_samples`` samples and writes their files into ``out_dir``; returns the paths."""
-    generator = torch.Generator().manual_seed(args.seed)
+    rng = torch.Generator().manual_seed(args.seed)
     if hasattr(model, "configure_sampling"):  # token models: temperature, top-k; text is streamed to stdout
         model.configure_sampling(args.temperature, args.top_k)
         if model.is_text_model:
             return [
                 write_text_samples(
-                    model, out_dir, args.prompt, args.num_samples, args.max_new_tokens, generator, sys.stdout
+                    model, out_dir, args.prompt, args.num_samples, args.max_new_tokens, rng, sys.stdout
                 )
             ]
     kwargs = {} if not hasattr(model, "generator_ema") else {"ema": args.ema}
     chunks = []
     for start in range(0, args.num_samples, args.batch_size):
         count = min(args.batch_size, args.num_samples - start)
-        chunks.append(model.generate(count, generator=generator, **kwargs).cpu())
+        chunks.append(model.generate(count, rng=rng, **kwargs).cpu())
     samples = torch.cat(chunks)
     datamodule = load_datamodule(checkpoint) if samples.dim() == 2 and samples.is_floating_point() else None
     written = write_samples(samples, out_dir, modes=getattr(datamodule, "modes", None))

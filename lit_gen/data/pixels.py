@@ -18,6 +18,7 @@ from torch import Tensor
 
 from lit_gen.data.text import Vocabulary
 from lit_gen.errors import LitGenError
+from lit_gen.utils import batch_data
 
 
 def quantize(images: Tensor, levels: int) -> Tensor:
@@ -122,5 +123,4 @@ class PixelTokens(LightningDataModule):
         return self.images.val_dataloader()
 
     def on_before_batch_transfer(self, batch: Any, dataloader_idx: int) -> tuple[Tensor, Tensor]:
-        images = batch[0] if isinstance(batch, (list, tuple)) else batch
-        return self.vocabulary.encode_images(images)
+        return self.vocabulary.encode_images(batch_data(batch))

@@ -36,16 +36,16 @@ class GaussianMixture(DataModule):
         self.modes = torch.tensor(modes, dtype=torch.float32)
         self.std, self.num_train, self.num_val = std, num_train, num_val
 
-    def sample(self, num: int, generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
-        index = torch.randint(len(self.modes), (num,), generator=generator)
-        points = self.modes[index] + self.std * torch.randn(num, self.modes.shape[1], generator=generator)
+    def sample(self, num: int, rng: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+        index = torch.randint(len(self.modes), (num,), generator=rng)
+        points = self.modes[index] + self.std * torch.randn(num, self.modes.shape[1], generator=rng)
         return points, index
 
     def setup(self, stage: str | None = None) -> None:
         if self.train_set is None:
-            generator = torch.Generator().manual_seed(self.seed)
-            self.train_set = TensorDataset(*self.sample(self.num_train, generator))
-            self.val_set = TensorDataset(*self.sample(self.num_val, generator))
+            rng = torch.Generator().manual_seed(self.seed)
+            self.train_set = TensorDataset(*self.sample(self.num_train, rng))
+            self.val_set = TensorDataset(*self.sample(self.num_val, rng))
 
 
 class Ring(GaussianMixture):

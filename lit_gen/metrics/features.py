@@ -116,11 +116,11 @@ class RandomConvFeatures(FeatureExtractor):
     def __init__(self, seed: int = 0, image_size: int = 64, width: int = 32, depth: int = 4) -> None:
         super().__init__()
         self.name, self.image_size = "random", image_size
-        generator = torch.Generator().manual_seed(seed)
+        rng = torch.Generator().manual_seed(seed)
         layers, channels = [], 3
         for i in range(depth):
             conv = nn.Conv2d(channels, width * 2**i, 3, stride=2, padding=1)
-            nn.init.kaiming_normal_(conv.weight, nonlinearity="relu", generator=generator)
+            nn.init.kaiming_normal_(conv.weight, nonlinearity="relu", generator=rng)
             nn.init.zeros_(conv.bias)
             layers += [conv, nn.ReLU()]
             channels = width * 2**i

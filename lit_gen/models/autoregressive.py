@@ -23,10 +23,11 @@ from lightning.pytorch.cli import LRSchedulerCallable, OptimizerCallable
 from torch import Tensor, nn
 from torchmetrics import MeanMetric
 
+from lit_gen._lightning import attached_trainer
 from lit_gen.data.text import Vocabulary
 from lit_gen.errors import LitGenError
 from lit_gen.models.base import GenerativeModule
-from lit_gen.optim import make_optimizer, parameter_groups
+from lit_gen.optim import parameter_groups
 from lit_gen.utils import derived_seed, eval_mode
 
 
@@ -85,7 +86,8 @@ class Autoregressive(GenerativeModule):
     # --- data ------------------------------------------------------------------------------------------------
 
     def setup(self, stage: str) -> None:
-        datamodule = self.trainer.datamodule if self._trainer is not None else None
+        trainer = attached_trainer(self)
+        datamodule = trainer.datamodule if trainer is not None else None
         vocabulary = getattr(datamodule, "vocabulary", None)
         if vocabulary is None:
             if self.vocabulary is not None:  # e.g. fine-tuning from a checkpoint with other data
@@ -118,11 +120,9 @@ class Autoregressive(GenerativeModule):
     # --- optimization ----------------------------------------------------------------------------------------
 
     def configure_optimizers(self):
-        optimizer = make_optimizer(self.optimizer, parameter_groups(self.network), "model.optimizer")
-        if self.lr_scheduler is None:
-            return optimizer
-        scheduler = self.lr_scheduler(optimizer)
-        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
+        return self.optimizer_config(
+            self.optimizer, parameter_groups(self.network), self.lr_scheduler, interval="step"
+        )
 
     # --- training --------------------------------------------------------------------------------------------
 
@@ -145,7 +145,8 @@ class Autoregressive(GenerativeModule):
 
     def training_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> dict[str, Tensor]:
         loss = self.loss(batch)
-        if self._logs_this_batch(batch_idx):  # only where a logger writes (a log call costs ~0.3 ms)
+        self.batches_seen += 1
+        if self.logs_this_batch(batch_idx):  # only where a logger writes (a log call costs ~0.3 ms)
             value = loss.detach()
             self.log("train/loss", value, prog_bar=True)
             self.log("train/bits_per_token", value / math.log(2))
@@ -182,24 +183,24 @@ class Autoregressive(GenerativeModule):
         max_new_tokens: int,
         temperature: float | None = None,
         top_k: int | None = None,
-        generator: torch.Generator | None = None,
+        rng: torch.Generator | None = None,
     ) -> Iterator[Tensor]:
         """Yields ``max_new_tokens`` next tokens ``(B, 1)`` continuing ``prompt (B, T)`` (eval mode, no grad)."""
         temperature = self.temperature if temperature is None else temperature
         top_k = self.top_k if top_k is None else top_k
         with eval_mode(self.network):
             yield from self.network.generate(
-                prompt.to(self.device), max_new_tokens, temperature, top_k, generator=generator
+                prompt.to(self.device), max_new_tokens, temperature, top_k, rng=rng
             )
 
-    def generate(self, num_samples: int, generator: torch.Generator | None = None) -> Tensor:
+    def generate(self, num_samples: int, rng: torch.Generator | None = None) -> Tensor:
         """Pixel models: images ``(N, C, H, W)`` in [0, 1]. Text models: ``sample_length`` token ids
         ``(N, sample_length)`` after the start token (decode with ``self.vocabulary.decode``)."""
         if self.vocabulary is None:
             raise LitGenError("model: no vocabulary yet (train it or load it from a checkpoint)")
         start = torch.full((num_samples, 1), self.vocabulary.start_id, dtype=torch.long)
         length = self.vocabulary.sequence_length if self.is_pixel_model else self.sample_length
-        tokens = torch.cat(list(self.stream(start, length, generator=generator)), dim=1).cpu()
+        tokens = torch.cat(list(self.stream(start, length, rng=rng)), dim=1).cpu()
         return self.vocabulary.decode_images(tokens) if self.is_pixel_model else tokens
 
     def configure_sampling(self, temperature: float | None = None, top_k: int | None = None) -> None:
@@ -214,7 +215,7 @@ class Autoregressive(GenerativeModule):
             self.top_k = top_k
 
     def stream_text(
-        self, prompt: str, max_new_tokens: int, generator: torch.Generator | None = None
+        self, prompt: str, max_new_tokens: int, rng: torch.Generator | None = None
     ) -> Iterator[str]:
         """Yields ``prompt``, then ``max_new_tokens`` sampled tokens decoded piece by piece as they are generated
         (bytes are decoded incrementally, so a piece may be empty until a character is complete). An empty prompt
@@ -224,7 +225,7 @@ class Autoregressive(GenerativeModule):
         ids = self.vocabulary.encode(prompt) if prompt else [self.vocabulary.start_id]
         decoder = self.vocabulary.decoder()
         yield prompt
-        for token in self.stream(torch.tensor([ids], dtype=torch.long), max_new_tokens, generator=generator):
+        for token in self.stream(torch.tensor([ids], dtype=torch.long), max_new_tokens, rng=rng):
             token_id = int(token[0, 0])
             yield decoder.decode(bytes([token_id])) if decoder else self.vocabulary.decode([token_id])
         if decoder is not None:
@@ -233,9 +234,11 @@ class Autoregressive(GenerativeModule):
     # --- checkpoint ------------------------------------------------------------------------------------------
 
     def on_save_checkpoint(self, checkpoint: dict) -> None:
+        super().on_save_checkpoint(checkpoint)
         if self.vocabulary is not None:
             checkpoint["vocabulary"] = self.vocabulary.to_config()
 
     def on_load_checkpoint(self, checkpoint: dict) -> None:
+        super().on_load_checkpoint(checkpoint)
         if "vocabulary" in checkpoint:
             self.vocabulary = Vocabulary.from_config(checkpoint["vocabulary"])

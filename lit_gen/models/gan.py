@@ -6,9 +6,9 @@ both a D and a G step advances it by 2: with ``n_critic = k``, ``k`` batches adv
 shipped configs set ``trainer.max_steps`` accordingly and say so in a comment.
 
 Images cross this module's boundary in [0, 1] (data and ``generate``) and live in [-1, 1] inside it (tanh
-generators). Latents come from a CPU ``torch.Generator`` seeded from (noise_seed, batch, stream): each batch
+generators). Latents come from a CPU ``torch.Generator`` seeded from (noise_seed, stream, batch): each batch
 draws the latents of the *global* batch and DDP rank ``r`` of ``n`` takes every ``n``-th row from row ``r``
-(``GenerativeModule.global_draw``: its samples' rows, as ``ResumableSampler`` shards), so ranks never share
+(``GenerativeModule.batch_noise``: its samples' rows, as ``ResumableSampler`` shards), so ranks never share
 latents, a resumed run draws exactly the latents the uninterrupted run would have, and ``n`` processes with
 per-process batch ``b`` train on the same latents as one process with batch ``n * b``.
 
@@ -21,6 +21,7 @@ Mixed precision: Lightning's precision plugin owns one GradScaler (``16-mixed``)
 
 from __future__ import annotations
 
+from enum import IntEnum
 from typing import Literal
 
 import torch
@@ -30,10 +31,13 @@ from lightning.pytorch.strategies import DDPStrategy
 from lightning.pytorch.utilities import rank_zero_info
 from torch import Tensor, nn
 
+from lit_gen._lightning import ddp_kwargs
 from lit_gen.ema import EMA
 from lit_gen.errors import LitGenError
 from lit_gen.losses import AdversarialLoss, NonSaturating, Penalty
-from lit_gen.models.base import GenerativeModule, derived_seed, eval_mode, make_optimizer
+from lit_gen.models.base import GenerativeModule
+from lit_gen.optim import make_optimizer
+from lit_gen.utils import eval_mode
 
 
 def _adam_dcgan(params) -> torch.optim.Optimizer:
@@ -44,8 +48,13 @@ def _adam_dcgan(params) -> torch.optim.Optimizer:
 #: forward passes (and latents per pass) that recompute the EMA generator's BatchNorm statistics
 EMA_STATISTICS_BATCHES, EMA_STATISTICS_BATCH_SIZE = 8, 128
 
-# noise streams: the latents (one G forward serves both players) and the penalty's interpolation
-_D_NOISE, _MIX = 0, 2
+
+class NoiseStream(IntEnum):
+    """The GAN's training noise: the latents (one G forward serves both players) and the gradient penalty's
+    interpolation weights."""
+
+    LATENTS = 0
+    PENALTY_MIX = 1
 
 
 class GAN(GenerativeModule):
@@ -91,7 +100,7 @@ class GAN(GenerativeModule):
         gradient_clip_val: float | None = None,
         gradient_clip_algorithm: Literal["norm", "value"] = "norm",
     ) -> None:
-        super().__init__()
+        super().__init__(noise_seed)
         if n_critic < 1:
             raise LitGenError(f"model.n_critic must be a positive integer, got {n_critic}")
         if pack < 1:
@@ -114,14 +123,11 @@ class GAN(GenerativeModule):
         self.generator_optimizer, self.discriminator_optimizer = generator_optimizer, discriminator_optimizer
         self.generator_lr_scheduler = generator_lr_scheduler
         self.discriminator_lr_scheduler = discriminator_lr_scheduler
-        self.noise_seed = torch.initial_seed() if noise_seed is None else noise_seed
         if gradient_clip_val is not None and gradient_clip_val <= 0:
             raise LitGenError(f"model.gradient_clip_val must be positive or null, got {gradient_clip_val}")
         self.gradient_clip_val, self.gradient_clip_algorithm = gradient_clip_val, gradient_clip_algorithm
         self.ema_decay, self.ema_rampup = ema_decay, ema_rampup
         self.generator_ema = EMA(generator, ema_decay, ema_rampup) if ema_decay is not None else None
-        # batches trained on so far; a buffer so that it is checkpointed and restored exactly
-        self.register_buffer("batches_seen", torch.zeros((), dtype=torch.long))
         # the latest generator step's loss, logged on logging batches without a generator step
         self._last_g_loss: Tensor | None = None
 
@@ -131,12 +137,12 @@ class GAN(GenerativeModule):
         strategy = self.trainer.strategy
         # two backward passes per batch, each leaving the other player's parameters unused: DDP must look for
         # unused parameters (set before the strategy wraps the model, which happens after this hook)
-        if isinstance(strategy, DDPStrategy) and not strategy._ddp_kwargs.get("find_unused_parameters"):
-            if strategy._ddp_kwargs.get("static_graph"):
+        if isinstance(strategy, DDPStrategy) and not ddp_kwargs(strategy).get("find_unused_parameters"):
+            if ddp_kwargs(strategy).get("static_graph"):
                 raise LitGenError(
                     "trainer.strategy: the GAN cannot use DDP's static_graph (its graph changes)"
                 )
-            strategy._ddp_kwargs["find_unused_parameters"] = True
+            ddp_kwargs(strategy)["find_unused_parameters"] = True
             rank_zero_info("GAN: DDP find_unused_parameters=True (one backward pass per player)")
         self.check_shapes(getattr(self.trainer, "datamodule", None))
 
@@ -196,26 +202,18 @@ class GAN(GenerativeModule):
             schedulers.append({"scheduler": self.discriminator_lr_scheduler(opt_d), "name": "discriminator"})
         return [opt_g, opt_d], schedulers
 
-    def _schedulers(self) -> tuple[object | None, object | None]:
-        configured = self.lr_schedulers()
-        configured = (
-            [] if configured is None else configured if isinstance(configured, list) else [configured]
-        )
-        it = iter(configured)
-        sched_g = next(it) if self.generator_lr_scheduler is not None else None
-        sched_d = next(it) if self.discriminator_lr_scheduler is not None else None
-        return sched_g, sched_d
+    def scheduler_of(self, player: Literal["generator", "discriminator"]):
+        """The LR scheduler of ``player``, when its ``*_lr_scheduler`` is configured (``configure_optimizers``
+        lists the generator's first)."""
+        schedulers = self.lr_schedulers()
+        schedulers = schedulers if isinstance(schedulers, list) else [schedulers]
+        return schedulers[0 if player == "generator" else -1]
 
     # --- noise and data space --------------------------------------------------------------------------------
 
-    def noise(self, num_samples: int, stream: int = _D_NOISE) -> Tensor:
-        """Latents for this batch: this rank's slice of the global batch's latents (see the module docstring)."""
-        return self._global_draw(torch.randn, stream, num_samples, self.latent_dim)
-
-    def _global_draw(self, draw, stream: int, num_samples: int, *shape: int) -> Tensor:
-        """``draw`` (torch.randn / torch.rand) for all ranks' samples from the (batch, stream) seed; the rows
-        of this rank."""
-        return self.global_draw(draw, self._stream_seed(stream), (num_samples, *shape))
+    def latents(self, num_samples: int) -> Tensor:
+        """This training batch's latents: this rank's rows of the global batch's (see the module docstring)."""
+        return self.batch_noise(NoiseStream.LATENTS, (num_samples, self.latent_dim))
 
     def batches_for_optimizer_steps(self, steps: int) -> int:
         # after k more batches from batch s: k D steps + G steps on the batches j in [s, s + k) with
@@ -230,10 +228,6 @@ class GAN(GenerativeModule):
                 low = k + 1
         return low
 
-    def _stream_seed(self, stream: int) -> int:
-        # the 0 is where the rank used to be: single-process streams are unchanged
-        return derived_seed(self.noise_seed, 0, int(self.batches_seen), stream)
-
     def packed(self, x: Tensor) -> Tensor:
         """D's inputs: ``pack`` consecutive samples concatenated along the channel/feature axis."""
         return x.reshape(x.shape[0] // self.pack, -1, *x.shape[2:]) if self.pack > 1 else x
@@ -247,7 +241,7 @@ class GAN(GenerativeModule):
         would divide R1 by ``pack`` and make WGAN-GP constrain the members' gradient norms), and one
         interpolation weight per packed input."""
         real, fake = self.packed(real), self.packed(fake.detach())
-        mix = self._global_draw(torch.rand, _MIX, real.shape[0])
+        mix = self.batch_noise(NoiseStream.PENALTY_MIX, (real.shape[0],), torch.rand)
         return self.penalty(self.discriminator, real, fake, mix)
 
     @staticmethod
@@ -261,65 +255,72 @@ class GAN(GenerativeModule):
     # --- training --------------------------------------------------------------------------------------------
 
     def training_step(self, batch, batch_idx: int) -> dict[str, Tensor]:
-        opt_g, opt_d = self.optimizers()
-        sched_g, sched_d = self._schedulers()
-        real = self.to_model_space(batch[0] if isinstance(batch, (list, tuple)) else batch)
-        n = real.shape[0] - real.shape[0] % self.pack
-        real = real[:n]
-        generator_step = int(self.batches_seen) % self.n_critic == self.n_critic - 1
-
+        real = self.to_model_space(self.batch_data(batch))
+        real = real[: real.shape[0] - real.shape[0] % self.pack]
+        trains_generator = int(self.batches_seen) % self.n_critic == self.n_critic - 1
         # one forward of G serves both players: detached for D, attached for G on generator-step batches
-        with torch.set_grad_enabled(generator_step):
-            fake = self.generator(self.noise(n, _D_NOISE))
+        with torch.set_grad_enabled(trains_generator):
+            fake = self.generator(self.latents(real.shape[0]))
+        losses, real_logits, fake_logits = self.discriminator_step(real, fake)
+        if trains_generator:
+            losses["train/g_loss"] = self._last_g_loss = self.generator_step(fake)
+        self.batches_seen += 1
+        if self.logs_this_batch(batch_idx):
+            self.log_train_metrics(losses, real_logits, fake_logits)
+        # the loss terms of this batch, for callbacks (``outputs``): NonFiniteGuard checks them every batch
+        return losses
 
+    def discriminator_step(self, real: Tensor, fake: Tensor) -> tuple[dict[str, Tensor], Tensor, Tensor]:
+        """One optimizer step of D on a real batch and G's samples ``fake`` (detached here), both in model space.
+        Returns the loss terms (detached) and D's logits on the real and on the fake batch."""
+        opt_d = self.optimizers()[1]
         self.toggle_optimizer(opt_d)
         real_logits = self.discriminate(real)
         fake_logits = self.discriminate(fake.detach())
         d_loss = self.loss.discriminator(real_logits, fake_logits)
         losses = {"train/d_loss": d_loss.detach()}
-        d_total = d_loss
         if self.penalty is not None:
             penalty = self.discriminator_penalty(real, fake)
             losses[f"train/{self.penalty.name}"] = penalty.detach()
-            d_total = d_loss + penalty
+            d_loss = d_loss + penalty
         opt_d.zero_grad(set_to_none=True)
-        self.backward_outside_autocast(d_total)
+        self.backward_outside_autocast(d_loss)
         opt_d.step()
         self.untoggle_optimizer(opt_d)
-        if sched_d is not None:
-            sched_d.step()
+        if self.discriminator_lr_scheduler is not None:
+            self.scheduler_of("discriminator").step()
+        return losses, real_logits, fake_logits
 
-        if generator_step:
-            self.toggle_optimizer(opt_g)
-            g_loss = self.loss.generator(self.discriminate(fake))
-            opt_g.zero_grad(set_to_none=True)
-            self.backward_outside_autocast(g_loss)
-            opt_g.step()
-            self.untoggle_optimizer(opt_g)
-            if sched_g is not None:
-                sched_g.step()
-            if self.generator_ema is not None:
-                self.update_ema()
-            losses["train/g_loss"] = self._last_g_loss = g_loss.detach()
+    def generator_step(self, fake: Tensor) -> Tensor:
+        """One optimizer step of G (then of its EMA) on the loss of its samples ``fake``, made from this
+        batch's latents with gradients on. Returns the loss, detached."""
+        opt_g = self.optimizers()[0]
+        self.toggle_optimizer(opt_g)
+        g_loss = self.loss.generator(self.discriminate(fake))
+        opt_g.zero_grad(set_to_none=True)
+        self.backward_outside_autocast(g_loss)
+        opt_g.step()
+        self.untoggle_optimizer(opt_g)
+        if self.generator_lr_scheduler is not None:
+            self.scheduler_of("generator").step()
+        if self.generator_ema is not None:
+            self.update_ema()
+        return g_loss.detach()
 
-        self.batches_seen += 1
-        if self._logs_this_batch(batch_idx):
-            logs = dict(losses)
-            logs["train/D_real"] = self.loss.score(real_logits.detach()).mean()
-            logs["train/D_fake"] = self.loss.score(fake_logits.detach()).mean()
-            if self._last_g_loss is not None:  # as Lightning keeps it: the latest generator step's
-                logs["train/g_loss"] = self._last_g_loss
-            self._log_train_metrics(logs, opt_g, opt_d)
-        # the loss terms of this batch, for callbacks (``outputs``): NonFiniteGuard checks them every batch
-        return losses
-
-    def _log_train_metrics(self, logs: dict[str, Tensor], opt_g, opt_d) -> None:
+    def log_train_metrics(self, losses: dict[str, Tensor], real_logits: Tensor, fake_logits: Tensor) -> None:
+        """Logs the batch's loss terms, D's mean scores on real and fake samples, and both learning rates."""
+        logs = dict(losses)
+        logs["train/D_real"] = self.loss.score(real_logits.detach()).mean()
+        logs["train/D_fake"] = self.loss.score(fake_logits.detach()).mean()
+        if self._last_g_loss is not None:  # as Lightning keeps it: the latest generator step's
+            logs["train/g_loss"] = self._last_g_loss
         if self.trainer.world_size > 1:  # synced over ranks in one all-reduce (not one per value: sync_dist)
             keys = list(logs)
             mean = self.trainer.strategy.reduce(
                 torch.stack([logs[k].float() for k in keys]), reduce_op="mean"
             )
             logs = dict(zip(keys, mean.unbind()))
+        opt_g, opt_d = self.optimizers()
         logs["train/lr_g"] = opt_g.param_groups[0]["lr"]
         logs["train/lr_d"] = opt_d.param_groups[0]["lr"]
         self.log_dict(logs, prog_bar=False)
@@ -356,13 +357,11 @@ class GAN(GenerativeModule):
         ``forward`` first bring its BatchNorm statistics up to date)."""
         return self.generator_ema.module if self.generator_ema is not None else self.generator
 
-    def generate(
-        self, num_samples: int, generator: torch.Generator | None = None, ema: bool = True
-    ) -> Tensor:
+    def generate(self, num_samples: int, rng: torch.Generator | None = None, ema: bool = True) -> Tensor:
         net = self.sampling_generator if ema else self.generator
         if net is not self.generator:
             self.ema_statistics()
-        z = torch.randn(num_samples, self.latent_dim, generator=generator).to(self.device)
+        z = torch.randn(num_samples, self.latent_dim, generator=rng).to(self.device)
         with eval_mode(net):
             return self.to_data_space(net(z)).float()
 
@@ -372,10 +371,7 @@ class GAN(GenerativeModule):
 
     # --- checkpoint ------------------------------------------------------------------------------------------
 
-    def on_save_checkpoint(self, checkpoint: dict) -> None:
-        checkpoint["noise_seed"] = self.noise_seed
-
     def on_load_checkpoint(self, checkpoint: dict) -> None:
-        self.noise_seed = checkpoint.get("noise_seed", self.noise_seed)
+        super().on_load_checkpoint(checkpoint)
         if self.generator_ema is not None:
             self.generator_ema.statistics_stale = True

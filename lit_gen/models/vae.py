@@ -5,12 +5,13 @@ negative log-likelihood estimate used to report results.
 The decoder's likelihood p(x | z) is a small class chosen in the config (``lit_gen.likelihoods``:
 ``Bernoulli``, ``Gaussian``, ``DiscretizedLogistic``).
 
-Randomness (binarization, reparameterization noise) is a pure function of (noise_seed, stage, stream, batch):
-a resumed run draws exactly what the uninterrupted run would have, and validation/test use the same draws
-every time. Training noise is drawn for the *global* batch and each DDP rank takes its samples' rows
-(``GenerativeModule.global_draw``), so ``n`` processes with batch ``b`` train on the noise one process with
-batch ``n * b`` trains on. Validation/test noise also depends on the rank (per-rank generators, ``rng``): they
-only report metrics, from each rank's own shard of the evaluation set, so no single-process run is matched.
+Randomness (binarization, reparameterization noise) is a pure function of (noise_seed, stream, batch): a
+resumed run draws exactly what the uninterrupted run would have, and validation/test use the same draws every
+time. Training noise is drawn for the *global* batch and each DDP rank takes its samples' rows
+(``GenerativeModule.batch_noise``), so ``n`` processes with batch ``b`` train on the noise one process with
+batch ``n * b`` trains on. Validation/test noise also depends on the stage and the rank (per-rank generators,
+``evaluation_rng``): they only report metrics, from each rank's own shard of the evaluation set, so no
+single-process run is matched.
 
 Units: ``elbo``, ``recon`` (E_q[log p(x|z)]) and ``iwae_bound`` are log-likelihood bounds in nats per
 example (negative numbers for discrete data); ``kl`` and ``nll`` are positive nats; ``bpd`` is
@@ -21,7 +22,7 @@ example (negative numbers for discrete data); ``kl`` and ``nll`` are positive na
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from enum import IntEnum
 
 import torch
 from jsonargparse import lazy_instance
@@ -40,9 +41,18 @@ def _adam_burda(params) -> torch.optim.Optimizer:
     return torch.optim.Adam(params, lr=1e-3, betas=(0.9, 0.999), eps=1e-4)
 
 
-# noise streams
-_BINARIZE, _LATENT = 0, 1
-_TRAIN, _VAL, _TEST = 0, 1, 2
+class NoiseStream(IntEnum):
+    """The VAE's noise: the binarization of the data and the reparameterization's eps."""
+
+    BINARIZATION = 0
+    REPARAMETERIZATION = 1
+
+
+class EvaluationStage(IntEnum):
+    """The evaluation stages, each with its own noise."""
+
+    VALIDATION = 0
+    TEST = 1
 
 
 class VAE(GenerativeModule):
@@ -85,7 +95,7 @@ class VAE(GenerativeModule):
         lr_scheduler: LRSchedulerCallable | None = None,
         noise_seed: int | None = None,
     ) -> None:
-        super().__init__()
+        super().__init__(noise_seed)
         if k < 1:
             raise LitGenError(f"model.k must be a positive integer, got {k}")
         if beta < 0:
@@ -123,30 +133,16 @@ class VAE(GenerativeModule):
         self.beta, self.kl_warmup_batches = beta, kl_warmup_batches
         self.val_k, self.test_k, self.chunk_size = val_k, test_k, chunk_size
         self.optimizer, self.lr_scheduler = optimizer, lr_scheduler
-        self.noise_seed = torch.initial_seed() if noise_seed is None else noise_seed
-        # training batches so far; a buffer so that it is checkpointed and restored exactly
-        self.register_buffer("batches_seen", torch.zeros((), dtype=torch.long))
 
     def configure_optimizers(self):
-        optimizer = self.optimizer(self.parameters())
-        if self.lr_scheduler is None:
-            return optimizer
-        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": self.lr_scheduler(optimizer)}}
+        return self.optimizer_config(self.optimizer, self.parameters(), self.lr_scheduler)
 
     # --- noise -----------------------------------------------------------------------------------------------
 
-    def rng(self, stage: int, stream: int, batch: int) -> torch.Generator:
-        """A generator on this module's device for (stage, stream, rank, batch) (validation and test)."""
-        rank = self.trainer.global_rank if self._trainer is not None else 0
-        seed = derived_seed(self.noise_seed, stage, stream, rank, batch)
+    def evaluation_rng(self, stage: EvaluationStage, stream: NoiseStream, batch_idx: int) -> torch.Generator:
+        """A generator on this module's device for (stage, stream, rank, batch) in validation and test."""
+        seed = derived_seed(self.noise_seed, stage, stream, self.global_rank, batch_idx)
         return torch.Generator(device=self.device).manual_seed(seed)
-
-    def train_noise(self, draw, stream: int, shape: Sequence[int], dim: int = 0) -> Tensor:
-        """This rank's rows of the training batch's global noise (``shape`` is this rank's, ``dim`` its batch
-        dimension). The seed's rank slot is 0: single-process draws are those of ``rng(_TRAIN, stream, batch)``
-        on the CPU."""
-        seed = derived_seed(self.noise_seed, _TRAIN, stream, 0, int(self.batches_seen))
-        return self.global_draw(draw, seed, shape, dim)
 
     @property
     def beta_now(self) -> float:
@@ -174,23 +170,22 @@ class VAE(GenerativeModule):
 
     @staticmethod
     def reparameterize(
-        mean: Tensor, log_var: Tensor, k: int, generator: torch.Generator | Tensor | None
+        mean: Tensor, log_var: Tensor, k: int, rng: torch.Generator | None = None, eps: Tensor | None = None
     ) -> Tensor:
-        """z = mean + exp(log_var / 2) * eps, eps ~ N(0, I) from ``generator`` or ``generator`` itself when it
-        is eps (k, N, latent_dim): (k, N, latent_dim)."""
-        eps = generator
-        if not isinstance(eps, Tensor):
-            eps = torch.randn((k, *mean.shape), generator=generator, device=mean.device, dtype=mean.dtype)
+        """z = mean + exp(log_var / 2) * eps (k, N, latent_dim), with ``eps`` given or drawn ~ N(0, I) from
+        ``rng`` (created on mean's device)."""
+        if eps is None:
+            eps = torch.randn((k, *mean.shape), generator=rng, device=mean.device, dtype=mean.dtype)
         return mean + (0.5 * log_var).exp() * eps
 
     def objective(
-        self, x: Tensor, k: int, beta: float, generator: torch.Generator | Tensor | None
+        self, x: Tensor, k: int, beta: float, rng: torch.Generator | None = None, eps: Tensor | None = None
     ) -> dict[str, Tensor]:
         """The training objective and its terms, per example (N,): ``loss`` (to minimise), ``elbo``,
-        ``recon``, ``kl`` and, with k > 1 and importance weighting, ``iwae_bound``. ``generator``: the source
-        of the reparameterization noise, or the noise eps (k, N, latent_dim)."""
+        ``recon``, ``kl`` and, with k > 1 and importance weighting, ``iwae_bound``. The reparameterization
+        noise is ``eps`` (k, N, latent_dim) when given, else drawn from ``rng``."""
         mean, log_var = self.encode(x)
-        z = self.reparameterize(mean, log_var, k, generator)
+        z = self.reparameterize(mean, log_var, k, rng, eps)
         log_px = self.log_px_given_z(x, z)
         recon = log_px.mean(0)
         kl = gaussian_kl_standard_normal(mean, log_var)
@@ -203,48 +198,48 @@ class VAE(GenerativeModule):
         return terms
 
     @torch.no_grad()
-    def log_likelihood(self, x: Tensor, k: int, generator: torch.Generator | None = None) -> Tensor:
+    def log_likelihood(self, x: Tensor, k: int, rng: torch.Generator | None = None) -> Tensor:
         """The importance-sampled estimate of log p(x) with k samples from q(z | x) (the IWAE bound at k;
         Burda et al. report -log p(x) with k = 5,000), in ``chunk_size`` pieces; per example (N,)."""
         mean, log_var = self.encode(x)
         pieces = []
         for start in range(0, k, self.chunk_size):
             count = min(self.chunk_size, k - start)
-            z = self.reparameterize(mean, log_var, count, generator)
+            z = self.reparameterize(mean, log_var, count, rng)
             log_w = importance_log_weights(self.log_px_given_z(x, z), z, mean, log_var)
             pieces.append(torch.logsumexp(log_w, dim=0))
         return torch.logsumexp(torch.stack(pieces), dim=0) - math.log(k)
 
     # --- training and evaluation -----------------------------------------------------------------------------
 
-    @staticmethod
-    def images(batch) -> Tensor:
-        return batch[0] if isinstance(batch, (list, tuple)) else batch
-
     def training_step(self, batch, batch_idx: int) -> dict[str, Tensor]:
-        images = self.images(batch)
-        n = images.shape[0]
-        x = self.likelihood.prepare(images, self.train_noise(torch.rand, _BINARIZE, images.shape).to(images))
+        images = self.batch_data(batch)
+        uniform = self.batch_noise(NoiseStream.BINARIZATION, images.shape, torch.rand).to(images)
+        x = self.likelihood.prepare(images, uniform=uniform)
         beta = self.beta_now
-        eps = self.train_noise(torch.randn, _LATENT, (self.k, n, self.latent_dim), dim=1)
-        terms = self.objective(x, self.k, beta, eps)
+        eps = self.batch_noise(
+            NoiseStream.REPARAMETERIZATION, (self.k, images.shape[0], self.latent_dim), batch_dim=1
+        )
+        terms = self.objective(x, self.k, beta, eps=eps)
         loss = terms["loss"].mean()
         self.batches_seen += 1
         logs = {f"train/{key}": value.detach().mean() for key, value in terms.items()}
-        if self._logs_this_batch(batch_idx):  # only where a logger writes (a log call costs ~0.3 ms)
+        if self.logs_this_batch(batch_idx):  # only where a logger writes (a log call costs ~0.3 ms)
             self.log_dict({**logs, "train/beta": beta}, batch_size=x.shape[0])
             self.log("loss", loss.detach(), prog_bar=True, logger=False, batch_size=x.shape[0])
         # the loss terms for callbacks (``outputs``) too: NonFiniteGuard checks them on every batch
         return {"loss": loss, **logs}
 
-    def _evaluate(self, batch, batch_idx: int, stage: int, prefix: str, k: int) -> None:
-        x = self.likelihood.prepare(self.images(batch), self.rng(stage, _BINARIZE, batch_idx))
-        generator = self.rng(stage, _LATENT, batch_idx)
-        terms = self.objective(x, 1, 1.0, generator)
+    def _evaluate(self, batch, batch_idx: int, stage: EvaluationStage, prefix: str, k: int) -> None:
+        x = self.likelihood.prepare(
+            self.batch_data(batch), self.evaluation_rng(stage, NoiseStream.BINARIZATION, batch_idx)
+        )
+        rng = self.evaluation_rng(stage, NoiseStream.REPARAMETERIZATION, batch_idx)
+        terms = self.objective(x, 1, 1.0, rng)
         logs = {f"{prefix}/{key}": terms[key].mean() for key in ("elbo", "recon", "kl")}
         nll = -logs[f"{prefix}/elbo"]
         if k > 0:
-            nll = -self.log_likelihood(x, k, generator).mean()
+            nll = -self.log_likelihood(x, k, rng).mean()
             logs[f"{prefix}/nll"] = nll
         if self.likelihood.discrete:  # a density's NLL is no code length: no bits/dim for it
             logs[f"{prefix}/bpd"] = bits_per_dim(nll, x[0].numel())
@@ -253,42 +248,33 @@ class VAE(GenerativeModule):
         self.log_dict(logs, batch_size=x.shape[0], sync_dist=True)
 
     def validation_step(self, batch, batch_idx: int) -> None:
-        self._evaluate(batch, batch_idx, _VAL, "val", self.val_k)
+        self._evaluate(batch, batch_idx, EvaluationStage.VALIDATION, "val", self.val_k)
 
     def test_step(self, batch, batch_idx: int) -> None:
-        self._evaluate(batch, batch_idx, _TEST, "test", self.test_k)
+        self._evaluate(batch, batch_idx, EvaluationStage.TEST, "test", self.test_k)
 
     # --- sampling --------------------------------------------------------------------------------------------
 
-    def generate(self, num_samples: int, generator: torch.Generator | None = None) -> Tensor:
+    def generate(self, num_samples: int, rng: torch.Generator | None = None) -> Tensor:
         """Prior samples shown as the likelihood's mean E[x | z], z ~ N(0, I) (Bernoulli: probabilities)."""
-        z = torch.randn(num_samples, self.latent_dim, generator=generator).to(self.device)
+        z = torch.randn(num_samples, self.latent_dim, generator=rng).to(self.device)
         with eval_mode(self):
             return self.likelihood.mean(self.decode(z)).float()
 
-    def reconstruct(self, x: Tensor, generator: torch.Generator | None = None) -> Tensor:
+    def reconstruct(self, x: Tensor, rng: torch.Generator | None = None) -> Tensor:
         """E[x | z = mean of q(z | x)] for images in [0, 1] (binarized first when the likelihood binarizes)."""
         x = x.to(self.device)
         with eval_mode(self):
-            x = self.likelihood.prepare(x, None if generator is None else _on(generator, x))
+            x = self.likelihood.prepare(x, None if rng is None else _on_device(rng, x.device))
             mean, _ = self.encode(x)
             return self.likelihood.mean(self.decode(mean)).float()
 
     def forward(self, z: Tensor) -> Tensor:
         return self.likelihood.mean(self.decode(z))
 
-    # --- checkpoint ------------------------------------------------------------------------------------------
 
-    def on_save_checkpoint(self, checkpoint: dict) -> None:
-        checkpoint["noise_seed"] = self.noise_seed
-
-    def on_load_checkpoint(self, checkpoint: dict) -> None:
-        self.noise_seed = checkpoint.get("noise_seed", self.noise_seed)
-
-
-def _on(generator: torch.Generator, x: Tensor) -> torch.Generator:
-    """A generator on x's device seeded from ``generator`` (which may live on the CPU)."""
-    if generator.device == x.device:
-        return generator
-    seed = int(torch.randint(2**62, (), generator=generator))
-    return torch.Generator(device=x.device).manual_seed(seed)
+def _on_device(rng: torch.Generator, device: torch.device) -> torch.Generator:
+    """A generator on ``device`` seeded from ``rng`` (which may live on the CPU)."""
+    if rng.device == device:
+        return rng
+    return torch.Generator(device=device).manual_seed(int(torch.randint(2**62, (), generator=rng)))

@@ -11,21 +11,30 @@ prior the VQ-VAE is trained with, which is why the paper fits an autoregressive 
 
 from __future__ import annotations
 
+from enum import IntEnum
+
 import torch
 import torch.nn.functional as F
 from lightning.pytorch.cli import LRSchedulerCallable, OptimizerCallable
 from torch import Tensor, nn
 
+from lit_gen._lightning import attached_trainer
 from lit_gen.errors import LitGenError
 from lit_gen.losses import vq_codebook_loss, vq_commitment_loss
 from lit_gen.models.base import GenerativeModule
 from lit_gen.nets.vqvae import VectorQuantizer, codebook_perplexity
-from lit_gen.utils import derived_seed, eval_mode
+from lit_gen.utils import eval_mode
 
 
 def _adam_vqvae(params) -> torch.optim.Optimizer:
     """Adam(lr=2e-4), the paper's setting."""
     return torch.optim.Adam(params, lr=2e-4)
+
+
+class NoiseStream(IntEnum):
+    """The VQ-VAE's training noise: which encoder outputs restart dead codes."""
+
+    CODE_RESTARTS = 0
 
 
 class VQVAE(GenerativeModule):
@@ -59,7 +68,7 @@ class VQVAE(GenerativeModule):
         lr_scheduler: LRSchedulerCallable | None = None,
         noise_seed: int | None = None,
     ) -> None:
-        super().__init__()
+        super().__init__(noise_seed)
         if commitment_cost < 0:
             raise LitGenError(f"model.commitment_cost must be >= 0, got {commitment_cost}")
         if data_variance <= 0:
@@ -83,14 +92,9 @@ class VQVAE(GenerativeModule):
         self.latent_shape = (image_size // downsampling, image_size // downsampling)
         self.num_embeddings = quantizer.num_embeddings
         self.optimizer, self.lr_scheduler = optimizer, lr_scheduler
-        self.noise_seed = torch.initial_seed() if noise_seed is None else noise_seed
-        self.register_buffer("batches_seen", torch.zeros((), dtype=torch.long))
 
     def configure_optimizers(self):
-        optimizer = self.optimizer(self.parameters())
-        if self.lr_scheduler is None:
-            return optimizer
-        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": self.lr_scheduler(optimizer)}}
+        return self.optimizer_config(self.optimizer, self.parameters(), self.lr_scheduler)
 
     # --- codes -----------------------------------------------------------------------------------------------
 
@@ -107,28 +111,27 @@ class VQVAE(GenerativeModule):
                 (self.decoder(self.quantizer.lookup(indices.to(self.device))) + 0.5).clamp(0.0, 1.0).float()
             )
 
-    def reconstruct(self, images: Tensor, generator: torch.Generator | None = None) -> Tensor:
+    def reconstruct(self, images: Tensor, rng: torch.Generator | None = None) -> Tensor:
         """decode(quantize(encode(x))) for images in [0, 1]."""
         return self.decode_indices(self.encode_indices(images))
 
-    def generate(self, num_samples: int, generator: torch.Generator | None = None) -> Tensor:
+    def generate(self, num_samples: int, rng: torch.Generator | None = None) -> Tensor:
         """Decoded codes from the uniform prior (the VQ-VAE's own; train a prior on ``encode_indices`` for
         realistic samples)."""
-        indices = torch.randint(self.num_embeddings, (num_samples, *self.latent_shape), generator=generator)
+        indices = torch.randint(self.num_embeddings, (num_samples, *self.latent_shape), generator=rng)
         return self.decode_indices(indices)
 
     # --- training --------------------------------------------------------------------------------------------
 
-    @staticmethod
-    def images(batch) -> Tensor:
-        return batch[0] if isinstance(batch, (list, tuple)) else batch
-
     def _reduce(self, tensor: Tensor) -> Tensor:
         """Sum over DDP processes (identity on one device)."""
-        return self.trainer.strategy.reduce(tensor, reduce_op="sum") if self._trainer is not None else tensor
+        trainer = attached_trainer(self)
+        return trainer.strategy.reduce(tensor, reduce_op="sum") if trainer is not None else tensor
 
     def _broadcast(self, tensor: Tensor) -> Tensor:
-        return self.trainer.strategy.broadcast(tensor, src=0) if self._trainer is not None else tensor
+        """Rank 0's tensor on every DDP process."""
+        trainer = attached_trainer(self)
+        return trainer.strategy.broadcast(tensor, src=0) if trainer is not None else tensor
 
     def losses(self, x: Tensor) -> dict[str, Tensor]:
         """Forward pass on centred images: the loss terms, the encoder outputs and the chosen indices."""
@@ -148,7 +151,7 @@ class VQVAE(GenerativeModule):
         return out
 
     def training_step(self, batch, batch_idx: int) -> dict[str, Tensor]:
-        x = self.images(batch) - 0.5
+        x = self.batch_data(batch) - 0.5
         out = self.losses(x)
         logs = {
             f"train/{key}": out[key].detach()
@@ -158,7 +161,7 @@ class VQVAE(GenerativeModule):
         losses = dict(logs)
         logs.update(self.update_codebook(out["z_e"].detach(), out["indices"]))
         self.batches_seen += 1
-        if self._logs_this_batch(batch_idx):  # only where a logger writes (a log call costs ~0.3 ms)
+        if self.logs_this_batch(batch_idx):  # only where a logger writes (a log call costs ~0.3 ms)
             self.log_dict(logs, batch_size=x.shape[0])
             self.log("loss", out["loss"].detach(), prog_bar=True, logger=False, batch_size=x.shape[0])
         # the loss terms for callbacks (``outputs``) too: NonFiniteGuard checks them on every batch
@@ -174,12 +177,9 @@ class VQVAE(GenerativeModule):
             q.ema_update(counts, self._reduce(q.code_sums(flat, flat_indices)))
         q.track_usage(counts)
         dead = q.dead_codes()
-        if dead.numel():
-            rank = self.trainer.global_rank if self._trainer is not None else 0
-            generator = torch.Generator().manual_seed(
-                derived_seed(self.noise_seed, rank, int(self.batches_seen))
-            )
-            picks = torch.randint(flat.shape[0], (dead.numel(),), generator=generator).to(flat.device)
+        if dead.numel():  # rank 0's picks among its encoder outputs restart the codes on every rank
+            rng = self.noise_rng(NoiseStream.CODE_RESTARTS)
+            picks = torch.randint(flat.shape[0], (dead.numel(),), generator=rng).to(flat.device)
             q.restart_codes(dead, self._broadcast(flat[picks]))
         return {
             "train/perplexity": codebook_perplexity(counts),
@@ -188,7 +188,7 @@ class VQVAE(GenerativeModule):
         }
 
     def _evaluate(self, batch, prefix: str) -> None:
-        x = self.images(batch) - 0.5
+        x = self.batch_data(batch) - 0.5
         out = self.losses(x)
         counts = self.quantizer.counts(out["indices"])
         logs = {f"{prefix}/{key}": out[key] for key in ("loss", "recon", "commitment")}
@@ -204,9 +204,3 @@ class VQVAE(GenerativeModule):
 
     def forward(self, images: Tensor) -> Tensor:
         return self.reconstruct(images)
-
-    def on_save_checkpoint(self, checkpoint: dict) -> None:
-        checkpoint["noise_seed"] = self.noise_seed
-
-    def on_load_checkpoint(self, checkpoint: dict) -> None:
-        self.noise_seed = checkpoint.get("noise_seed", self.noise_seed)

@@ -236,13 +236,13 @@ class GPT(nn.Module):
         max_new_tokens: int,
         temperature: float = 1.0,
         top_k: int | None = None,
-        generator: torch.Generator | None = None,
+        rng: torch.Generator | None = None,
     ) -> Iterator[Tensor]:
         """Yields ``max_new_tokens`` next tokens ``(B, 1)``, each sampled given ``idx`` and the tokens before it.
 
         The context is cropped to the last ``block_size`` tokens (as in nanoGPT). Keys and values are cached
         until the context is full; from then on each token re-reads the cropped window. Sampling draws from
-        ``generator`` on the CPU, so a seed gives the same tokens on any device. ``temperature == 0`` is greedy.
+        ``rng`` on the CPU, so a seed gives the same tokens on any device. ``temperature == 0`` is greedy.
         """
         seq = idx
         cache: KVCache | None = None
@@ -257,7 +257,7 @@ class GPT(nn.Module):
                     else None
                 )
                 logits = self(context, cache)
-            next_token = sample_next(logits[:, -1, :], temperature, top_k, generator).to(seq.device)
+            next_token = sample_next(logits[:, -1, :], temperature, top_k, rng).to(seq.device)
             seq = torch.cat((seq, next_token), dim=1)
             yield next_token
 
@@ -266,7 +266,7 @@ def sample_next(
     logits: Tensor,
     temperature: float = 1.0,
     top_k: int | None = None,
-    generator: torch.Generator | None = None,
+    rng: torch.Generator | None = None,
 ) -> Tensor:
     """One token id per row of ``logits (B, V)``: softmax sampling at ``temperature`` from the ``top_k`` most
     likely tokens (all when None); greedy when ``temperature == 0``. Returns ``(B, 1)`` long on the CPU."""
@@ -277,4 +277,4 @@ def sample_next(
     if top_k is not None and top_k < logits.shape[-1]:
         kth = torch.topk(logits, top_k, dim=-1).values[:, -1:]
         logits = logits.masked_fill(logits < kth, float("-inf"))
-    return torch.multinomial(F.softmax(logits, dim=-1), num_samples=1, generator=generator)
+    return torch.multinomial(F.softmax(logits, dim=-1), num_samples=1, generator=rng)
