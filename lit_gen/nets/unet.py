@@ -63,7 +63,8 @@ class TimeEmbedding(nn.Module):
 
 
 def _norm(channels: int) -> nn.GroupNorm:
-    return nn.GroupNorm(min(32, channels), channels)
+    """GroupNorm with 32 groups (DDPM), or the most that divide narrower or odd widths (e.g. 16 of 48)."""
+    return nn.GroupNorm(math.gcd(32, channels), channels)
 
 
 class ResBlock(nn.Module):
