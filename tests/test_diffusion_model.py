@@ -31,8 +31,8 @@ SAMPLERS = {
     "fm-ot": "{class_path: lit_gen.diffusion.FlowEuler, init_args: {steps: 4}}",
 }
 
-TOY = """
-seed_everything: 1
+#: the trainer settings of both tiny configs, up to their callbacks
+TRAINER = """
 trainer:
   accelerator: cpu
   devices: 1
@@ -41,7 +41,11 @@ trainer:
   enable_progress_bar: false
   enable_model_summary: false
   callbacks:
-    - class_path: lit_gen.callbacks.ModeMetrics
+"""
+
+TOY = (
+    TRAINER
+    + """    - class_path: lit_gen.callbacks.ModeMetrics
       init_args: {every_n_batches: 2, num_samples: 64}
 model:
   class_path: lit_gen.models.Diffusion
@@ -57,22 +61,16 @@ data:
   init_args: {num_train: 64, num_val: 16, batch_size: 8}
 checkpoint:
   every_n_train_steps: 3
+seed_everything: 1
 """
+)
 
 # class-conditional U-Net (dropout: draws from the global RNG) with label dropout, a warm-up schedule and EMA;
 # 72 training digits / batch 8 = 9 batches per epoch: a stop after 5 batches is mid-epoch and the resumed half
 # crosses an epoch boundary
-IMAGES = """
-seed_everything: 2
-trainer:
-  accelerator: cpu
-  devices: 1
-  max_steps: MAX_STEPS
-  log_every_n_steps: 1
-  enable_progress_bar: false
-  enable_model_summary: false
-  callbacks:
-    - class_path: lit_gen.callbacks.SampleGrid
+IMAGES = (
+    TRAINER
+    + """    - class_path: lit_gen.callbacks.SampleGrid
       init_args: {every_n_batches: 4, num_samples: 4}
 model:
   class_path: lit_gen.models.Diffusion
@@ -100,7 +98,9 @@ data:
   init_args: {image_size: 8, batch_size: 8, val_fraction: 0.96}
 checkpoint:
   every_n_train_steps: 3
+seed_everything: 2
 """
+)
 
 
 def config(template: str, path: str = "fm-ot", max_steps: int = 4) -> str:
