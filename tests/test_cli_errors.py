@@ -227,8 +227,8 @@ CASES: dict[str, tuple[Callable[[], None], list[str], str]] = {
     ),
     "sample: unknown option": (
         _foreign_checkpoint,
-        ["sample", "--ckpt_path", "foreign.ckpt", "--steps", "3"],
-        "--steps",
+        ["sample", "--ckpt_path", "foreign.ckpt", "--num_steps", "3"],
+        "--num_steps",
     ),
     "sample: wrong type": (
         _foreign_checkpoint,

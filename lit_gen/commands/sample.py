@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import inspect
 import shutil
 import sys
 from pathlib import Path
@@ -11,6 +12,7 @@ import torch
 from jsonargparse import ArgumentParser
 
 from lit_gen.checkpoints import load_datamodule, load_model
+from lit_gen.diffusion import Sampler
 from lit_gen.errors import LitGenError
 from lit_gen.sampling import write_samples
 
@@ -47,7 +49,63 @@ def build_parser() -> ArgumentParser:
     parser.add_argument(
         "--top_k", type=int | None, default=None, help="Token models: sample among the k likeliest tokens."
     )
+    parser.add_argument(
+        "--sampler",
+        type=Sampler | None,
+        default=None,
+        help="Diffusion models: the sampler (a class of lit_gen.diffusion, e.g. DDIM, or a class path; its "
+        "options as --sampler.steps, --sampler.eta ...; default: the model's).",
+    )
+    parser.add_argument(
+        "--steps", type=int | None, default=None, help="Diffusion models: the sampler's number of steps."
+    )
+    parser.add_argument(
+        "--guidance",
+        type=float | None,
+        default=None,
+        help="Class-conditional diffusion models: classifier-free guidance weight (0: unconditional, "
+        "1: conditional; default: the model's).",
+    )
+    parser.add_argument(
+        "--labels",
+        type=str | None,
+        default=None,
+        help="Class-conditional diffusion models: one class K, or a comma list cycled over the samples.",
+    )
     return parser
+
+
+#: ``sample`` options passed to ``generate`` by the models whose ``generate`` takes them
+GENERATE_OPTIONS = ("sampler", "steps", "guidance", "labels")
+
+
+def parse_labels(text: str) -> list[int]:
+    """``"3"`` -> [3], ``"1,4,7"`` -> [1, 4, 7]."""
+    try:
+        return [int(part) for part in text.split(",")]
+    except ValueError:
+        raise LitGenError(
+            f"labels: expected a class or a comma-separated list of classes, e.g. 3 or 1,4,7; got '{text}'"
+        ) from None
+
+
+def generate_options(model, args) -> dict:
+    """The keyword arguments of ``model.generate`` that the command line set: ``ema`` where ``generate`` takes
+    it, and the diffusion options (``--sampler``, ``--steps``, ``--guidance``, ``--labels``), an error for a
+    model whose ``generate`` does not take one that was given."""
+    accepted = inspect.signature(model.generate).parameters
+    options = {"ema": args.ema} if "ema" in accepted else {}
+    for name in GENERATE_OPTIONS:
+        value = getattr(args, name)
+        if value is None:
+            continue
+        if name not in accepted:
+            raise LitGenError(
+                f"{name}: only for diffusion / flow-matching models; this checkpoint holds a "
+                f"{type(model).__name__}"
+            )
+        options[name] = parse_labels(value) if name == "labels" else value
+    return options
 
 
 def default_out_dir(ckpt_path: Path) -> Path:
@@ -107,11 +165,14 @@ def write_reconstructions(model, checkpoint: dict, out_dir: Path, num: int, seed
 
 
 def main(argv: list[str]) -> None:
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args = parser.instantiate_classes(parser.parse_args(argv))
     if args.num_samples is not None and args.num_samples < 1:
         raise LitGenError(f"num_samples must be a positive integer, got {args.num_samples}")
     if args.batch_size < 1:
         raise LitGenError(f"batch_size must be a positive integer, got {args.batch_size}")
+    if args.steps is not None and args.steps < 1:
+        raise LitGenError(f"steps must be a positive integer, got {args.steps}")
     ckpt_path = Path(args.ckpt_path)
     model, checkpoint = load_model(ckpt_path)
     try:
@@ -152,7 +213,7 @@ def write_all(model, checkpoint: dict, args, out_dir: Path) -> list[Path]:
                     model, out_dir, args.prompt, args.num_samples, args.max_new_tokens, rng, sys.stdout
                 )
             ]
-    kwargs = {} if not hasattr(model, "generator_ema") else {"ema": args.ema}
+    kwargs = generate_options(model, args)
     chunks = []
     for start in range(0, args.num_samples, args.batch_size):
         count = min(args.batch_size, args.num_samples - start)

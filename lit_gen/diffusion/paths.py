@@ -21,12 +21,16 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
+from typing import TYPE_CHECKING
 
 import torch
 from scipy.optimize import linear_sum_assignment
 from torch import Tensor
 
 Generator = torch.Generator | None
+
+if TYPE_CHECKING:
+    from lit_gen.diffusion.samplers import Sampler
 
 
 def _per_sample(values: Tensor, like: Tensor) -> Tensor:
@@ -103,6 +107,21 @@ class GaussianPath:
 
         return velocity
 
+    def ode_span(self) -> tuple[float, float, float]:
+        """(t_data, t_noise, prior_std) of the probability-flow ODE likelihood: the times of its data and noise
+        ends, and the std of the zero-mean Gaussian taken as the distribution of x at t_noise."""
+        raise NotImplementedError
+
+    def ode_time(self, u: Tensor) -> tuple[Tensor, Tensor]:
+        """(t(u), dt/du): the likelihood's ODE runs in u from 0 (data) to 1 (noise) on the path's time t(u),
+        linear between the ends of ``ode_span`` unless a path spaces its steps otherwise."""
+        t_data, t_noise, _ = self.ode_span()
+        return t_data + u * (t_noise - t_data), torch.full_like(u, t_noise - t_data)
+
+    def default_sampler(self) -> Sampler:
+        """The sampler of the path's paper, used when none is configured."""
+        raise NotImplementedError
+
     def denoiser(self, net: Callable[..., Tensor], **net_kwargs) -> Callable[..., Tensor]:
         """D(x, alpha, sigma, **kwargs) ~ E[data | x = alpha data + sigma noise]; kwargs (labels) go to the net."""
 
@@ -122,13 +141,36 @@ class EDM(GaussianPath):
     c_out = sigma sd / sqrt(sigma^2 + sd^2), c_in = 1 / sqrt(sigma^2 + sd^2), c_noise = ln(sigma) / 4,
     ln sigma ~ N(P_mean, P_std^2) in training, loss lambda(sigma) |D - data|^2, lambda = (sigma^2 + sd^2) / (sigma sd)^2.
 
-    ``sigma_max`` only clamps the noise levels other samplers ask for (pure noise, alpha = 0, would be sigma = inf).
+    ``sigma_max`` clamps the noise levels other samplers ask for (pure noise, alpha = 0, would be sigma = inf);
+    ``sigma_min`` and ``sigma_max`` bound the likelihood's ODE (sigma = 0 is outside the net's c_noise = ln(sigma)).
     """
 
     def __init__(
-        self, sigma_data: float = 0.5, p_mean: float = -1.2, p_std: float = 1.2, sigma_max: float = 80.0
+        self,
+        sigma_data: float = 0.5,
+        p_mean: float = -1.2,
+        p_std: float = 1.2,
+        sigma_max: float = 80.0,
+        sigma_min: float = 0.002,
     ) -> None:
-        self.sigma_data, self.p_mean, self.p_std, self.sigma_max = sigma_data, p_mean, p_std, sigma_max
+        self.sigma_data, self.p_mean, self.p_std = sigma_data, p_mean, p_std
+        self.sigma_max, self.sigma_min = sigma_max, sigma_min
+
+    def ode_span(self) -> tuple[float, float, float]:
+        return self.sigma_min, self.sigma_max, self.sigma_max
+
+    def ode_time(self, u: Tensor, rho: float = 7.0) -> tuple[Tensor, Tensor]:
+        """sigma(u) = (smin^(1/rho) + u (smax^(1/rho) - smin^(1/rho)))^rho, the spacing of EDM's sampler (eq. 5):
+        uniform steps in sigma would leave the low-noise end, where the density sharpens, to one step."""
+        a, b = self.sigma_min ** (1 / rho), self.sigma_max ** (1 / rho)
+        base = a + u * (b - a)
+        return base**rho, rho * base ** (rho - 1) * (b - a)
+
+    def default_sampler(self) -> Sampler:
+        """EDM's Heun sampler, 18 steps (35 NFE)."""
+        from lit_gen.diffusion.samplers import EDMHeun
+
+        return EDMHeun(sigma_min=self.sigma_min, sigma_max=self.sigma_max)
 
     def alpha(self, t: Tensor) -> Tensor:
         return torch.ones_like(t)
@@ -215,9 +257,18 @@ class VP(GaussianPath):
     """
 
     def __init__(self, schedule: str = "linear", num_timesteps: int = 1000) -> None:
-        self.num_timesteps = num_timesteps
+        self.schedule, self.num_timesteps = schedule, num_timesteps
         alpha_bar = alphas_cumprod(schedule, num_timesteps)
         self.log_snr = (alpha_bar / (1 - alpha_bar)).log()  # decreasing in n
+
+    def ode_span(self) -> tuple[float, float, float]:
+        return 0.0, float(self.num_timesteps - 1), 1.0
+
+    def default_sampler(self) -> Sampler:
+        """DDPM's ancestral sampler through all T steps (T NFE)."""
+        from lit_gen.diffusion.samplers import DDPM
+
+        return DDPM(self.schedule, self.num_timesteps)
 
     def _log_snr(self, t: Tensor) -> Tensor:
         table = self.log_snr.to(device=t.device, dtype=t.dtype)
@@ -277,6 +328,15 @@ class FlowMatching(GaussianPath):
 
     def __init__(self, sigma_min: float = 0.0, ot: bool = False) -> None:
         self.sigma_min, self.ot = sigma_min, ot
+
+    def ode_span(self) -> tuple[float, float, float]:
+        return 1.0, 0.0, 1.0
+
+    def default_sampler(self) -> Sampler:
+        """Euler's method, 100 steps (100 NFE)."""
+        from lit_gen.diffusion.samplers import FlowEuler
+
+        return FlowEuler(100)
 
     def alpha(self, t: Tensor) -> Tensor:
         return t

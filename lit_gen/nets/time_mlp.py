@@ -13,7 +13,8 @@ class TimeMLP(nn.Module):
     """forward(x, t, labels=None) -> same shape as x (B, data_dim): SiLU MLP on [x, embedding(t, label)].
 
     The embedding is the U-Net's (positional or Fourier time features -> 2-layer MLP, plus a class embedding with a
-    null class, index num_classes, when ``num_classes`` is set)."""
+    null class, index num_classes, when ``num_classes`` is set). ``sample_shape`` and ``num_classes`` tell
+    ``lit_gen.models.Diffusion`` what to sample."""
 
     def __init__(
         self,
@@ -24,6 +25,7 @@ class TimeMLP(nn.Module):
         num_classes: int | None = None,
     ) -> None:
         super().__init__()
+        self.sample_shape, self.num_classes = (data_dim,), num_classes
         self.time = TimeEmbedding(time_dim, time_dim, embedding, num_classes)
         layers: list[nn.Module] = []
         width = data_dim + time_dim

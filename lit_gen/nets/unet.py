@@ -63,7 +63,8 @@ class TimeEmbedding(nn.Module):
 
 
 def _norm(channels: int) -> nn.GroupNorm:
-    return nn.GroupNorm(min(32, channels), channels)
+    """GroupNorm with 32 groups (DDPM), or the most that divide narrower or odd widths (e.g. 16 of 48)."""
+    return nn.GroupNorm(math.gcd(32, channels), channels)
 
 
 class ResBlock(nn.Module):
@@ -115,7 +116,8 @@ class AttentionBlock(nn.Module):
 
 class UNet(nn.Module):
     """DDPM / DDPM++ U-Net. ``attention_resolutions``: feature-map sizes (of ``image_size``) with self-attention;
-    ``zero_init``: zero the last conv of each residual block, attention output and the output conv (DDPM)."""
+    ``zero_init``: zero the last conv of each residual block, attention output and the output conv (DDPM).
+    ``sample_shape`` and ``num_classes`` tell ``lit_gen.models.Diffusion`` what to sample."""
 
     def __init__(
         self,
@@ -133,6 +135,7 @@ class UNet(nn.Module):
         zero_init: bool = True,
     ) -> None:
         super().__init__()
+        self.sample_shape, self.num_classes = (in_channels, image_size, image_size), num_classes
         emb_dim = 4 * channels
         self.time = TimeEmbedding(channels, emb_dim, embedding, num_classes)
         block = dict(emb_dim=emb_dim, dropout=dropout, skip_rescale=skip_rescale, zero_init=zero_init)
