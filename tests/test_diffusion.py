@@ -118,9 +118,9 @@ def test_deterministic_samplers_converge_at_their_order(make, default_steps, ord
 
 def test_ddpm_reproduces_gaussian_moments(record_property):
     """Sampling error of the variance with n values: sqrt(2 / n) = 0.22 % at n = 400k."""
-    generator = torch.Generator().manual_seed(1)
+    rng = torch.Generator().manual_seed(1)
     sampler = DDPM()
-    x = sampler(isotropic_denoiser, torch.randn(200_000, 2, generator=generator), generator).double()
+    x = sampler(isotropic_denoiser, torch.randn(200_000, 2, generator=rng), rng).double()
     mean_err, var_err = moment_errors(x)
     record_property("errors", (sampler.nfe, mean_err, var_err))
     assert mean_err < 0.01 and var_err < 0.01
@@ -147,8 +147,8 @@ def test_nfe_counts():
     ids=["edm_heun", "ddpm", "ddim", "ddim_eta1", "flow_euler", "flow_heun"],
 )
 def test_samplers_recover_mixture_weights(sampler, record_property):
-    generator = torch.Generator().manual_seed(2)
-    x = sampler(mixture_denoiser, torch.randn(10_000, 2, generator=generator, dtype=torch.float64), generator)
+    rng = torch.Generator().manual_seed(2)
+    x = sampler(mixture_denoiser, torch.randn(10_000, 2, generator=rng, dtype=torch.float64), rng)
     nearest = torch.cdist(x, MIX_MEANS).argmin(1)
     weights = torch.bincount(nearest, minlength=3).double() / len(x)
     record_property("weights", weights.tolist())
@@ -187,10 +187,10 @@ PATHS = {
 def test_path_denoiser_of_ideal_net_is_exact(path):
     """path.denoiser converts any (alpha, sigma) into the path's time and back: the ideal net gives the exact
     denoiser at noise levels off the path's grid (VP between steps)."""
-    generator = torch.Generator().manual_seed(3)
-    x = torch.randn(64, 2, generator=generator, dtype=torch.float64)
-    alpha = torch.rand(64, generator=generator, dtype=torch.float64) * 0.9 + 0.05
-    sigma = torch.rand(64, generator=generator, dtype=torch.float64) * 0.9 + 0.05
+    rng = torch.Generator().manual_seed(3)
+    x = torch.randn(64, 2, generator=rng, dtype=torch.float64)
+    alpha = torch.rand(64, generator=rng, dtype=torch.float64) * 0.9 + 0.05
+    sigma = torch.rand(64, generator=rng, dtype=torch.float64) * 0.9 + 0.05
     got = path.denoiser(ideal_net(path, isotropic_denoiser))(x, alpha, sigma)
     torch.testing.assert_close(got, isotropic_denoiser(x, alpha, sigma), rtol=1e-6, atol=1e-6)
 
@@ -199,11 +199,11 @@ def test_path_denoiser_of_ideal_net_is_exact(path):
 def test_training_loss_of_ideal_net_on_a_single_point_is_zero(path):
     """Data = one point: the ideal net's output is exactly the target at every training noise level, so the loss
     is 0; a wrong output gives a positive loss (target, model_input and denoised agree)."""
-    generator = torch.Generator().manual_seed(12)
+    rng = torch.Generator().manual_seed(12)
     point = torch.tensor([0.7, -0.4], dtype=torch.float64)
     data = point.expand(256, 2)
-    t = path.sample_training_noise_level(256, generator).double()
-    noise = path.couple(data, torch.randn(256, 2, generator=generator, dtype=torch.float64))
+    t = path.sample_training_noise_level(256, rng).double()
+    noise = path.couple(data, torch.randn(256, 2, generator=rng, dtype=torch.float64))
     net = ideal_net(path, lambda x, a, s: point.expand_as(x))
     output = net(*path.model_input(path.noisy(data, noise, t), t))
     assert path.loss(output, data, noise, t).abs().max().item() < 1e-12
@@ -247,14 +247,14 @@ def test_any_sampler_runs_any_path(path, sampler):
 def test_ddpm_forward_marginals_are_exact():
     """Running the chain q(x_n | x_{n-1}) = N(sqrt(1 - beta_n) x_{n-1}, beta_n) from a fixed x_0 gives
     q(x_n | x_0) = N(sqrt(alpha_bar_n) x_0, 1 - alpha_bar_n), which VP.noisy draws from directly."""
-    generator = torch.Generator().manual_seed(5)
+    rng = torch.Generator().manual_seed(5)
     x0, n_samples = torch.tensor([2.0, -1.0], dtype=torch.float64), 20_000
     for schedule in ("linear", "cosine"):
         betas, alpha_bar = beta_schedule(schedule), alphas_cumprod(schedule)
         x = x0.expand(n_samples, 2)
         path = VP(schedule=schedule)
         for n, beta in enumerate(betas.tolist()):
-            x = (1 - beta) ** 0.5 * x + beta**0.5 * torch.randn(x.shape, generator=generator, dtype=x.dtype)
+            x = (1 - beta) ** 0.5 * x + beta**0.5 * torch.randn(x.shape, generator=rng, dtype=x.dtype)
             if n in (0, 99, 499, 999):
                 mean, var = alpha_bar[n].sqrt() * x0, 1 - alpha_bar[n]
                 # within 4 standard errors of the sample mean and variance
@@ -292,9 +292,9 @@ def test_edm_preconditioning_and_training_noise():
     log_sigma = path.sample_training_noise_level(200_000, torch.Generator().manual_seed(6)).log()
     assert log_sigma.mean().item() == pytest.approx(-1.2, abs=0.01)
     assert log_sigma.std().item() == pytest.approx(1.2, abs=0.01)
-    generator = torch.Generator().manual_seed(7)
-    data, noise, output = (torch.randn(8, 3, generator=generator, dtype=torch.float64) for _ in range(3))
-    sigma = path.sample_training_noise_level(8, generator).double()
+    rng = torch.Generator().manual_seed(7)
+    data, noise, output = (torch.randn(8, 3, generator=rng, dtype=torch.float64) for _ in range(3))
+    sigma = path.sample_training_noise_level(8, rng).double()
     torch.testing.assert_close(
         path.loss(output, data, noise, sigma), ((output - path.target(data, noise, sigma)) ** 2).mean(1)
     )
@@ -302,8 +302,8 @@ def test_edm_preconditioning_and_training_noise():
 
 
 def test_ot_coupling_matches_brute_force():
-    generator = torch.Generator().manual_seed(8)
-    x0, x1 = torch.randn(6, 3, generator=generator), torch.randn(6, 3, generator=generator)
+    rng = torch.Generator().manual_seed(8)
+    x0, x1 = torch.randn(6, 3, generator=rng), torch.randn(6, 3, generator=rng)
     best = min(((x0[list(p)] - x1) ** 2).sum().item() for p in permutations(range(6)))
     paired = ot_coupling(x0, x1)
     assert ((paired - x1) ** 2).sum().item() == pytest.approx(best, rel=1e-6)
@@ -347,7 +347,7 @@ def test_log_likelihood_of_gaussian_flow_matches_analytic_density(record_propert
         t_data=t_data,
         steps=50,
         divergence="hutchinson",
-        generator=torch.Generator().manual_seed(10),
+        rng=torch.Generator().manual_seed(10),
     ).view(4, 2000)
     hutch_err = (hutch.mean(1) - marginal.log_prob(x)).abs().max().item()
     record_property("errors", (err, hutch_err, hutch.std(1).max().item()))
@@ -383,7 +383,7 @@ def test_guidance_weights():
 
 def test_drop_labels_rate_and_null_class():
     labels = torch.randint(0, 10, (100_000,), generator=torch.Generator().manual_seed(11))
-    dropped = drop_labels(labels, 0.1, null_class=10, generator=torch.Generator().manual_seed(12))
+    dropped = drop_labels(labels, 0.1, null_class=10, rng=torch.Generator().manual_seed(12))
     changed = dropped != labels
     assert (dropped[changed] == 10).all()
     assert changed.double().mean().item() == pytest.approx(0.1, abs=0.005)
@@ -468,6 +468,6 @@ def test_hutchinson_log_likelihood_of_a_net_averages_to_the_exact_one():
         x.repeat_interleave(4000, 0),
         steps=8,
         divergence="hutchinson",
-        generator=torch.Generator().manual_seed(13),
+        rng=torch.Generator().manual_seed(13),
     ).view(3, 4000)
     assert ((hutch.mean(1) - exact).abs() < 4 * hutch.std(1) / 4000**0.5 + 1e-9).all()

@@ -147,14 +147,14 @@ def test_every_path_fits_and_its_checkpoint_loads_and_generates(tmp_path, path, 
     assert int(checkpoint["state_dict"]["net_ema.n_averaged"]) == 4
     model, _ = load_model(ckpt)
     assert isinstance(model, Diffusion)
-    samples = model.generate(6, generator=torch.Generator().manual_seed(0))
+    samples = model.generate(6, rng=torch.Generator().manual_seed(0))
     if data == "toy":
         assert samples.shape == (6, 2)
     else:
         assert samples.shape == (6, 1, 8, 8) and samples.min() >= 0 and samples.max() <= 1
     assert torch.isfinite(samples).all()
     assert model.last_nfe == {"edm": 7, "vp": 4, "fm-ot": 4}[path]
-    again = model.generate(6, generator=torch.Generator().manual_seed(0))
+    again = model.generate(6, rng=torch.Generator().manual_seed(0))
     assert torch.equal(samples, again)
 
 
@@ -353,7 +353,7 @@ def test_bits_per_dim_of_images_is_finite_and_uses_hutchinson(path):
     chosen = {"edm": EDM(), "vp": VP(num_timesteps=100), "fm-ot": FlowMatching()}[path]
     model = Diffusion(net, path=chosen, ema_decay=None)
     images = torch.rand(3, 1, 8, 8, generator=torch.Generator().manual_seed(0))
-    bpd = model.bits_per_dim(images, steps=2, generator=torch.Generator().manual_seed(1))
+    bpd = model.bits_per_dim(images, steps=2, rng=torch.Generator().manual_seed(1))
     assert bpd.shape == (3,) and torch.isfinite(bpd).all()
     # an untrained net is a poor model, but no worse than ~ a Gaussian's code length of uniform pixels
     assert (bpd > 0).all() and (bpd < 20).all(), bpd

@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import run_dirs
-from fixtures import TINY_TOY_GAN, write_config
+from helpers.configs import TINY_TOY_GAN, write_config
+from helpers.runs import run_dirs
 
 # a class-conditional flow-matching U-Net on 8 px digits, two training batches
 TINY_DIFFUSION = """\

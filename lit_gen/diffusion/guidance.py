@@ -23,10 +23,10 @@ def guide(cond: Tensor, uncond: Tensor, weight: float) -> Tensor:
 
 
 def drop_labels(
-    labels: Tensor, p_uncond: float, null_class: int, generator: torch.Generator | None = None
+    labels: Tensor, p_uncond: float, null_class: int, rng: torch.Generator | None = None
 ) -> Tensor:
     """``labels`` with each replaced by ``null_class`` with probability ``p_uncond``."""
-    drop = torch.rand(labels.shape, generator=generator, device=labels.device) < p_uncond
+    drop = torch.rand(labels.shape, generator=rng, device=labels.device) < p_uncond
     return torch.where(drop, torch.full_like(labels, null_class), labels)
 
 

@@ -62,7 +62,7 @@ def ode_log_likelihood(
     steps: int = 100,
     prior_log_prob: Callable[[Tensor], Tensor] = standard_normal_log_prob,
     divergence: str = "exact",
-    generator: torch.Generator | None = None,
+    rng: torch.Generator | None = None,
 ) -> Tensor:
     """log p(x) per sample (nats) under the flow of ``velocity`` from ``prior_log_prob`` at t_noise to t_data.
 
@@ -70,7 +70,7 @@ def ode_log_likelihood(
     if divergence == "exact":
         div_fn = exact_divergence
     elif divergence == "hutchinson":
-        eps = torch.randint(0, 2, x.shape, generator=generator, device=x.device).to(x.dtype) * 2 - 1
+        eps = torch.randint(0, 2, x.shape, generator=rng, device=x.device).to(x.dtype) * 2 - 1
 
         def div_fn(v, x_, t_):
             return hutchinson_divergence(v, x_, t_, eps)
@@ -100,6 +100,6 @@ def bits_per_dim(log_likelihood: Tensor, num_dims: int, bin_width: float = 2 / 2
     return -(log_likelihood + num_dims * math.log(bin_width)) / (num_dims * math.log(2))
 
 
-def dequantize(x: Tensor, bin_width: float = 2 / 256, generator: torch.Generator | None = None) -> Tensor:
+def dequantize(x: Tensor, bin_width: float = 2 / 256, rng: torch.Generator | None = None) -> Tensor:
     """Uniform dequantisation: x + U[0, bin_width) for data on the lower edges of its bins."""
-    return x + bin_width * torch.rand(x.shape, generator=generator, device=x.device, dtype=x.dtype)
+    return x + bin_width * torch.rand(x.shape, generator=rng, device=x.device, dtype=x.dtype)

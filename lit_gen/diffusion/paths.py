@@ -2,7 +2,7 @@
 
 Every path answers the same questions, so one training step serves them all::
 
-    t = path.sample_training_noise_level(batch, generator)
+    t = path.sample_training_noise_level(batch, rng)
     noise = path.couple(data, torch.randn_like(data))  # identity, or minibatch OT for FlowMatching(ot=True)
     x_t = path.noisy(data, noise, t)
     loss = path.loss(net(*path.model_input(x_t, t), labels=labels), data, noise, t).mean()
@@ -56,7 +56,7 @@ class GaussianPath:
         """The path's time whose sigma(t) / alpha(t) equals sigma / alpha, clamped to the path's range."""
         raise NotImplementedError
 
-    def sample_training_noise_level(self, n: int, generator: Generator = None, device=None) -> Tensor:
+    def sample_training_noise_level(self, n: int, rng: Generator = None, device=None) -> Tensor:
         raise NotImplementedError
 
     def target(self, data: Tensor, noise: Tensor, t: Tensor) -> Tensor:
@@ -184,8 +184,8 @@ class EDM(GaussianPath):
     def time_of(self, alpha: Tensor, sigma: Tensor) -> Tensor:
         return (sigma / alpha).clamp(max=self.sigma_max)
 
-    def sample_training_noise_level(self, n: int, generator: Generator = None, device=None) -> Tensor:
-        return (self.p_mean + self.p_std * torch.randn(n, generator=generator, device=device)).exp()
+    def sample_training_noise_level(self, n: int, rng: Generator = None, device=None) -> Tensor:
+        return (self.p_mean + self.p_std * torch.randn(n, generator=rng, device=device)).exp()
 
     def preconditioning(self, sigma: Tensor) -> tuple[Tensor, Tensor, Tensor, Tensor]:
         """(c_skip, c_out, c_in, c_noise) of Table 1."""
@@ -297,8 +297,8 @@ class VP(GaussianPath):
         steps = torch.arange(self.num_timesteps - 1, -1, -1, device=alpha.device, dtype=alpha.dtype)
         return _interp(log_snr, table, steps)
 
-    def sample_training_noise_level(self, n: int, generator: Generator = None, device=None) -> Tensor:
-        return torch.randint(0, self.num_timesteps, (n,), generator=generator, device=device).float()
+    def sample_training_noise_level(self, n: int, rng: Generator = None, device=None) -> Tensor:
+        return torch.randint(0, self.num_timesteps, (n,), generator=rng, device=device).float()
 
     def target(self, data: Tensor, noise: Tensor, t: Tensor) -> Tensor:
         return noise
@@ -350,8 +350,8 @@ class FlowMatching(GaussianPath):
     def time_of(self, alpha: Tensor, sigma: Tensor) -> Tensor:
         return (alpha / (sigma + (1 - self.sigma_min) * alpha)).clamp(0, 1)
 
-    def sample_training_noise_level(self, n: int, generator: Generator = None, device=None) -> Tensor:
-        return torch.rand(n, generator=generator, device=device)
+    def sample_training_noise_level(self, n: int, rng: Generator = None, device=None) -> Tensor:
+        return torch.rand(n, generator=rng, device=device)
 
     def couple(self, data: Tensor, noise: Tensor) -> Tensor:
         return ot_coupling(noise, data) if self.ot else noise

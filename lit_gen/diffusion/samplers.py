@@ -3,7 +3,7 @@ x = alpha * data + sigma * noise (alpha, sigma: (B,) tensors), e.g. ``path.denoi
 ``paths.py`` or an analytic one. Each walks its own grid of (alpha, sigma) and counts the denoiser calls (network
 evaluations, ``nfe``) of its last run.
 
-A new sampler is one subclass with a ``sample(denoise, noise, generator)`` that calls ``denoise(x, alpha, sigma)``
+A new sampler is one subclass with a ``sample(denoise, noise, rng)`` that calls ``denoise(x, alpha, sigma)``
 with floats alpha, sigma.
 """
 
@@ -22,7 +22,7 @@ Denoiser = Callable[[Tensor, Tensor, Tensor], Tensor]
 class Sampler:
     nfe: int = 0  # network evaluations of the last call
 
-    def __call__(self, denoise: Denoiser, noise: Tensor, generator: torch.Generator | None = None) -> Tensor:
+    def __call__(self, denoise: Denoiser, noise: Tensor, rng: torch.Generator | None = None) -> Tensor:
         """Samples shaped like ``noise`` (standard normal, the starting point before the sampler's scaling)."""
         self.nfe = 0
 
@@ -32,9 +32,9 @@ class Sampler:
             return denoise(x, x.new_full((n,), alpha), x.new_full((n,), sigma))
 
         with torch.no_grad():
-            return self.sample(counted, noise, generator)
+            return self.sample(counted, noise, rng)
 
-    def sample(self, denoise: Callable, noise: Tensor, generator: torch.Generator | None) -> Tensor:
+    def sample(self, denoise: Callable, noise: Tensor, rng: torch.Generator | None) -> Tensor:
         raise NotImplementedError
 
 
@@ -53,7 +53,7 @@ class EDMHeun(Sampler):
     def __init__(self, steps: int = 18, sigma_min: float = 0.002, sigma_max: float = 80.0, rho: float = 7.0):
         self.steps, self.sigma_min, self.sigma_max, self.rho = steps, sigma_min, sigma_max, rho
 
-    def sample(self, denoise, noise, generator):
+    def sample(self, denoise, noise, rng):
         sigmas = edm_sigmas(self.steps, self.sigma_min, self.sigma_max, self.rho)
         x = noise * sigmas[0]
         for s, s_next in zip(sigmas[:-1], sigmas[1:]):
@@ -83,7 +83,7 @@ class DDPM(Sampler):
             raise ValueError(f"variance: expected 'posterior' or 'beta', got {variance!r}")
         self.schedule, self.num_timesteps, self.variance, self.clip = schedule, num_timesteps, variance, clip
 
-    def sample(self, denoise, noise, generator):
+    def sample(self, denoise, noise, rng):
         alpha_bar = alphas_cumprod(self.schedule, self.num_timesteps).tolist()
         x = noise
         for n in reversed(range(self.num_timesteps)):
@@ -96,7 +96,7 @@ class DDPM(Sampler):
             if n == 0:
                 return mean
             var = beta * (1 - a_prev) / (1 - a) if self.variance == "posterior" else beta
-            x = mean + var**0.5 * torch.randn(x.shape, generator=generator, device=x.device, dtype=x.dtype)
+            x = mean + var**0.5 * torch.randn(x.shape, generator=rng, device=x.device, dtype=x.dtype)
         return x
 
 
@@ -110,7 +110,7 @@ class DDIM(Sampler):
     ):
         self.steps, self.eta, self.schedule, self.num_timesteps = steps, eta, schedule, num_timesteps
 
-    def sample(self, denoise, noise, generator):
+    def sample(self, denoise, noise, rng):
         alpha_bar = alphas_cumprod(self.schedule, self.num_timesteps)
         grid = torch.linspace(self.num_timesteps - 1, 0, self.steps, dtype=torch.float64).round().long()
         levels = alpha_bar[grid.unique_consecutive()].tolist() + [1.0]
@@ -121,7 +121,7 @@ class DDIM(Sampler):
             s = self.eta * ((1 - a_prev) / (1 - a) * (1 - a / a_prev)) ** 0.5
             x = a_prev**0.5 * data_hat + max(1 - a_prev - s**2, 0.0) ** 0.5 * eps_hat
             if s > 0:
-                x = x + s * torch.randn(x.shape, generator=generator, device=x.device, dtype=x.dtype)
+                x = x + s * torch.randn(x.shape, generator=rng, device=x.device, dtype=x.dtype)
         return x
 
 
@@ -137,7 +137,7 @@ class FlowEuler(Sampler):
     def __init__(self, steps: int = 100):
         self.steps = steps
 
-    def sample(self, denoise, noise, generator):
+    def sample(self, denoise, noise, rng):
         ts = torch.linspace(0, 1, self.steps + 1, dtype=torch.float64).tolist()
         x = noise
         for t, t_next in zip(ts[:-1], ts[1:]):
@@ -152,7 +152,7 @@ class FlowHeun(Sampler):
     def __init__(self, steps: int = 50):
         self.steps = steps
 
-    def sample(self, denoise, noise, generator):
+    def sample(self, denoise, noise, rng):
         ts = torch.linspace(0, 1, self.steps + 1, dtype=torch.float64).tolist()
         x = noise
         for t, t_next in zip(ts[:-1], ts[1:]):

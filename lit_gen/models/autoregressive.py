@@ -28,7 +28,7 @@ from lit_gen.data.text import Vocabulary
 from lit_gen.errors import LitGenError
 from lit_gen.models.base import GenerativeModule
 from lit_gen.optim import parameter_groups
-from lit_gen.utils import derived_seed, eval_mode
+from lit_gen.utils import eval_mode
 
 
 def _adamw_gpt(params) -> torch.optim.Optimizer:
@@ -125,14 +125,6 @@ class Autoregressive(GenerativeModule):
         )
 
     # --- training --------------------------------------------------------------------------------------------
-
-    def on_fit_start(self) -> None:
-        # dropout draws from the global torch RNG, which ``seed_everything`` seeds alike on every DDP rank: each
-        # rank gets its own stream (nanoGPT seeds 1337 + rank). Rank 0 keeps the seed's own stream, so a single
-        # process draws what it always did; a resumed run then restores each rank's saved RNG state.
-        rank = self.trainer.global_rank
-        if rank > 0:
-            torch.manual_seed(derived_seed(torch.initial_seed(), rank))
 
     def forward(self, idx: Tensor) -> Tensor:
         return self.network(idx)

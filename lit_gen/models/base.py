@@ -141,6 +141,15 @@ class GenerativeModule(LightningModule):
         steps = trainer.global_step + (1 if self.automatic_optimization else 0)
         return batch_idx + 1 >= trainer.num_training_batches or 0 <= trainer.max_steps <= steps
 
+    def on_fit_start(self) -> None:
+        # dropout (and anything else drawing from the global torch RNG) would draw the same on every DDP rank,
+        # which ``seed_everything`` seeds alike: each rank gets its own stream (nanoGPT seeds 1337 + rank). Rank 0
+        # keeps the seed's own stream, so a single process draws what it always did; a resumed run then restores
+        # each rank's saved RNG state.
+        trainer = attached_trainer(self)
+        if trainer is not None and trainer.global_rank > 0:
+            torch.manual_seed(derived_seed(torch.initial_seed(), trainer.global_rank))
+
     # --- checkpoint ------------------------------------------------------------------------------------------
 
     def on_save_checkpoint(self, checkpoint: dict) -> None:

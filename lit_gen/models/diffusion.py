@@ -13,9 +13,8 @@ used as they are. A net with ``num_classes`` is class-conditional: training repl
 class with probability ``label_dropout`` and sampling guides with classifier-free guidance
 (``lit_gen.diffusion.guidance``: weight 0 unconditional, 1 conditional, > 1 beyond).
 
-Noise (t, the Gaussian noise, the label dropout) comes from CPU generators seeded from (noise_seed, batch,
-stream) and is drawn for the *global* batch; DDP rank ``r`` of ``n`` takes rows ``r, r + n, ...``
-(``GenerativeModule.global_draw``), so a resumed run draws what the uninterrupted one would have and ``n``
+Noise (t, the Gaussian noise, the label dropout) comes from the named streams of ``NoiseStream``, drawn for the
+*global* batch; DDP rank ``r`` of ``n`` takes rows ``r, r + n, ...`` (``GenerativeModule.batch_noise``), so a resumed run draws what the uninterrupted one would have and ``n``
 processes with batch ``b`` draw what one process with batch ``n * b`` draws. The OT coupling pairs noise and data
 within each rank's batch.
 """
@@ -24,6 +23,7 @@ from __future__ import annotations
 
 import copy
 import math
+from enum import IntEnum
 
 import torch
 from jsonargparse import lazy_instance
@@ -36,7 +36,8 @@ from lit_gen.diffusion.paths import EDM, GaussianPath
 from lit_gen.diffusion.samplers import Sampler
 from lit_gen.ema import EMA
 from lit_gen.errors import LitGenError
-from lit_gen.models.base import GenerativeModule, derived_seed, eval_mode, make_optimizer
+from lit_gen.models.base import GenerativeModule
+from lit_gen.utils import eval_mode
 
 
 def _adam_ddpm(params) -> torch.optim.Optimizer:
@@ -44,8 +45,13 @@ def _adam_ddpm(params) -> torch.optim.Optimizer:
     return torch.optim.Adam(params, lr=2e-4)
 
 
-# noise streams of a training batch
-_TIME, _NOISE, _LABEL_DROP = 0, 1, 2
+class NoiseStream(IntEnum):
+    """The training noise of a batch: the noise level t, the Gaussian noise, the label dropout."""
+
+    NOISE_LEVEL = 0
+    NOISE = 1
+    LABEL_DROPOUT = 2
+
 
 #: data with at most this many dimensions gets the exact divergence in ``log_likelihood`` (else Hutchinson's)
 EXACT_DIVERGENCE_MAX_DIMS = 16
@@ -85,7 +91,7 @@ class Diffusion(GenerativeModule):
         guidance: float = 1.0,
         noise_seed: int | None = None,
     ) -> None:
-        super().__init__()
+        super().__init__(noise_seed)
         for attribute in ("sample_shape", "num_classes"):
             if not hasattr(net, attribute):
                 raise LitGenError(f"model.net {type(net).__name__} has no `{attribute}` attribute")
@@ -112,27 +118,6 @@ class Diffusion(GenerativeModule):
         #: network evaluations of the last ``generate`` call
         self.last_nfe = 0
 
-        # --- shared with the other families: moves to GenerativeModule ---
-        self.noise_seed = torch.initial_seed() if noise_seed is None else noise_seed
-        # batches trained on so far; a buffer so that it is checkpointed and restored exactly
-        self.register_buffer("batches_seen", torch.zeros((), dtype=torch.long))
-
-    def _stream_seed(self, stream: int) -> int:
-        return derived_seed(self.noise_seed, 0, int(self.batches_seen), stream)
-
-    def on_fit_start(self) -> None:
-        # dropout draws from the global torch RNG, seeded alike on every DDP rank by seed_everything: each rank
-        # gets its own stream; rank 0 keeps the seed's, so a single process draws what it always did
-        rank = self.trainer.global_rank
-        if rank > 0:
-            torch.manual_seed(derived_seed(torch.initial_seed(), rank))
-
-    def on_save_checkpoint(self, checkpoint: dict) -> None:
-        checkpoint["noise_seed"] = self.noise_seed
-
-    def on_load_checkpoint(self, checkpoint: dict) -> None:
-        self.noise_seed = checkpoint.get("noise_seed", self.noise_seed)
-
     @staticmethod
     def unpack(batch) -> tuple[Tensor, Tensor | None]:
         """(data, labels or None) of a batch."""
@@ -140,14 +125,10 @@ class Diffusion(GenerativeModule):
             return batch[0], batch[1] if len(batch) > 1 else None
         return batch, None
 
-    # --- end of the shared block ---
-
     def configure_optimizers(self):
-        optimizer = make_optimizer(self.optimizer, self.net.parameters(), "model.optimizer")
-        if self.lr_scheduler is None:
-            return optimizer
-        scheduler = self.lr_scheduler(optimizer)
-        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
+        return self.optimizer_config(
+            self.optimizer, self.net.parameters(), self.lr_scheduler, interval="step"
+        )
 
     # --- data space --------------------------------------------------------------------------------------------
 
@@ -163,11 +144,6 @@ class Diffusion(GenerativeModule):
 
     # --- training ----------------------------------------------------------------------------------------------
 
-    def global_noise(self, draw, stream: int, shape) -> Tensor:
-        """This rank's rows of the global batch's ``draw`` (``torch.randn``, ``torch.rand`` or a path's
-        noise-level sampler) for this batch and ``stream``."""
-        return self.global_draw(draw, self._stream_seed(stream), shape)
-
     def training_labels(self, labels: Tensor | None, n: int) -> Tensor | None:
         """The labels the net is trained on: each replaced by the null class with probability ``label_dropout``."""
         if self.num_classes is None:
@@ -176,25 +152,25 @@ class Diffusion(GenerativeModule):
             raise LitGenError("model.net is class-conditional (num_classes set) but the data has no labels")
         if self.label_dropout == 0:
             return labels
-        drop = self.global_noise(torch.rand, _LABEL_DROP, (n,)) < self.label_dropout
+        drop = self.batch_noise(NoiseStream.LABEL_DROPOUT, (n,), torch.rand) < self.label_dropout
         return torch.where(drop, torch.full_like(labels, self.num_classes), labels)
 
     def training_step(self, batch, batch_idx: int) -> dict[str, Tensor]:
         data, labels = self.unpack(batch)
         data = self.to_model_space(data)
         n = data.shape[0]
-        t = self.global_noise(
-            lambda shape, generator, dtype: self.path.sample_training_noise_level(shape[0], generator),
-            _TIME,
+        t = self.batch_noise(
+            NoiseStream.NOISE_LEVEL,
             (n,),
+            lambda shape, generator: self.path.sample_training_noise_level(shape[0], generator),
         )
-        noise = self.path.couple(data, self.global_noise(torch.randn, _NOISE, data.shape).to(data))
+        noise = self.path.couple(data, self.batch_noise(NoiseStream.NOISE, data.shape).to(data))
         labels = self.training_labels(labels, n)
         x_t = self.path.noisy(data, noise, t)
         output = self.net(*self.path.model_input(x_t, t), labels=labels).float()
         loss = self.path.loss(output, data, noise, t).mean()
         self.batches_seen += 1
-        if self._logs_this_batch(batch_idx):  # only where a logger writes (a log call costs ~0.3 ms)
+        if self.logs_this_batch(batch_idx):  # only where a logger writes (a log call costs ~0.3 ms)
             self.log("train/loss", loss.detach(), batch_size=n)
             self.log("train/lr", self.trainer.optimizers[0].param_groups[0]["lr"], batch_size=n)
             self.log("loss", loss.detach(), prog_bar=True, logger=False, batch_size=n)
@@ -254,7 +230,7 @@ class Diffusion(GenerativeModule):
     def generate(
         self,
         num_samples: int,
-        generator: torch.Generator | None = None,
+        rng: torch.Generator | None = None,
         *,
         sampler: Sampler | None = None,
         steps: int | None = None,
@@ -268,9 +244,9 @@ class Diffusion(GenerativeModule):
         sampler = self.configured_sampler(sampler, steps)
         net = self.sampling_net if ema else self.net
         denoise = self.denoiser(net, num_samples, guidance, labels)
-        noise = torch.randn((num_samples, *self.sample_shape), generator=generator).to(self.device)
+        noise = torch.randn((num_samples, *self.sample_shape), generator=rng).to(self.device)
         with eval_mode(net), torch.autocast(self.device.type, enabled=False):
-            x = sampler(denoise, noise, _on_device(generator, self.device))
+            x = sampler(denoise, noise, _on_device(rng, self.device))
         self.last_nfe = sampler.nfe
         return self.to_data_space(x).float()
 
@@ -283,7 +259,7 @@ class Diffusion(GenerativeModule):
         exact: bool | None = None,
         steps: int = 100,
         labels: Tensor | None = None,
-        generator: torch.Generator | None = None,
+        rng: torch.Generator | None = None,
     ) -> Tensor:
         """log p(x) per sample, nats, of the EMA net's probability-flow ODE (``lit_gen.diffusion.likelihood``),
         as a density of ``x`` in data space (images in [0, 1]). ``exact``: the exact divergence (default for
@@ -315,27 +291,25 @@ class Diffusion(GenerativeModule):
                 steps,
                 prior_log_prob,
                 "exact" if exact else "hutchinson",
-                _on_device(generator, self.device),
+                _on_device(rng, self.device),
             )
         # images: the density of x in [0, 1] is 2^D that of 2x - 1 in [-1, 1]
         return log_p + dims * math.log(2.0) if self.is_image_model else log_p
 
-    def bits_per_dim(
-        self, images: Tensor, steps: int = 100, generator: torch.Generator | None = None
-    ) -> Tensor:
+    def bits_per_dim(self, images: Tensor, steps: int = 100, rng: torch.Generator | None = None) -> Tensor:
         """Bits/dim per image of 8-bit images (values k/255 in [0, 1]): uniformly dequantised into 256 bins of
         [0, 1], so -log2 P(image) / D <= bits_per_dim (Ho et al. 2020's and Song et al. 2021's protocol)."""
         if not self.is_image_model:
             raise LitGenError("bits_per_dim: only for 8-bit images; use log_likelihood for points")
         levels = (images.float() * 255).round()
-        u = torch.rand(levels.shape, generator=generator).to(levels)
-        log_p = self.log_likelihood((levels + u) / 256, steps=steps, generator=generator)
+        u = torch.rand(levels.shape, generator=rng).to(levels)
+        log_p = self.log_likelihood((levels + u) / 256, steps=steps, rng=rng)
         return bits_per_dim(log_p, images[0].numel(), bin_width=1 / 256)
 
 
-def _on_device(generator: torch.Generator | None, device: torch.device) -> torch.Generator | None:
-    """``generator`` itself on its own device; otherwise a generator on ``device`` seeded from it."""
-    if generator is None or generator.device.type == device.type:
-        return generator
-    seed = int(torch.randint(2**62, (), generator=generator))
+def _on_device(rng: torch.Generator | None, device: torch.device) -> torch.Generator | None:
+    """``rng`` itself on its own device; otherwise a rng on ``device`` seeded from it."""
+    if rng is None or rng.device.type == device.type:
+        return rng
+    seed = int(torch.randint(2**62, (), generator=rng))
     return torch.Generator(device=device).manual_seed(seed)
