@@ -9,10 +9,12 @@ from pathlib import Path
 
 import pytest
 import torch
+from helpers.runners import run
+from helpers.runs import differences, last_checkpoint
 from lightning.pytorch import Callback
 
 from lit_gen.checkpoints import load_model
-from lit_gen.cli import main
+from lit_gen.commands.evaluate import generated_batches
 from lit_gen.diffusion import DDIM, FlowHeun, FlowMatching
 from lit_gen.diffusion.likelihood import standard_normal_log_prob
 from lit_gen.errors import LitGenError
@@ -111,21 +113,9 @@ def config(template: str, path: str = "fm-ot", max_steps: int = 4) -> str:
     )
 
 
-def run(*args) -> None:
-    """``python -m lit_gen ARGS`` in-process; fails the test on a non-zero exit."""
-    try:
-        main([str(a) for a in args])
-    except SystemExit as exit_:
-        assert exit_.code in (0, None), f"lit_gen {' '.join(map(str, args))} exited with {exit_.code}"
-
-
 def last_checkpoint_path(root: Path) -> Path:
     (path,) = Path(root).glob("*/*/checkpoints/last.ckpt")
     return path
-
-
-def last_checkpoint(root: Path) -> dict:
-    return torch.load(last_checkpoint_path(root), map_location="cpu", weights_only=True)
 
 
 def fit(tmp_path: Path, text: str, name: str = "model", *extra) -> Path:
@@ -169,22 +159,6 @@ RESUMED_STATE = (
     "global_step",
     "epoch",
 )
-
-
-def differences(a, b, path: str = "") -> list[str]:
-    """Paths at which two checkpoint trees differ (tensors compared bitwise)."""
-    if isinstance(a, torch.Tensor):
-        same = isinstance(b, torch.Tensor) and a.dtype == b.dtype and a.shape == b.shape and torch.equal(a, b)
-        return [] if same else [path]
-    if isinstance(a, dict):
-        if not isinstance(b, dict) or a.keys() != b.keys():
-            return [f"{path} (keys)"]
-        return [d for k in a for d in differences(a[k], b[k], f"{path}/{k}")]
-    if isinstance(a, (list, tuple)):
-        if not isinstance(b, (list, tuple)) or len(a) != len(b):
-            return [f"{path} (length)"]
-        return [d for i, (x, y) in enumerate(zip(a, b)) for d in differences(x, y, f"{path}[{i}]")]
-    return [] if a == b else [f"{path}: {a!r} != {b!r}"]
 
 
 @pytest.mark.parametrize("path", ["edm", "fm-ot"])
@@ -358,3 +332,23 @@ def test_bits_per_dim_of_images_is_finite_and_uses_hutchinson(path):
     # an untrained net is a poor model, but no worse than ~ a Gaussian's code length of uniform pixels
     assert (bpd > 0).all() and (bpd < 20).all(), bpd
     assert math.isfinite(float(model.log_likelihood(images, steps=2).mean()))
+
+
+# --- the number of network evaluations ---------------------------------------------------------------------------
+
+
+def test_mode_metrics_and_evaluate_record_the_samplers_network_evaluations(tmp_path):
+    """ModeMetrics logs ``val/nfe`` (EDM Heun, 4 steps = 7 NFE); ``evaluate`` records it and samples from the
+    live net with ``--ema false``."""
+    ckpt = fit(tmp_path, config(TOY, "edm"))
+    (metrics,) = ckpt.parents[1].glob("csv/metrics.csv")
+    rows = [line.split(",") for line in metrics.read_text().splitlines()]
+    column = rows[0].index("val/nfe")
+    assert {float(row[column]) for row in rows[1:] if row[column]} == {7.0}
+
+    model, _ = load_model(fit(tmp_path, config(IMAGES, "edm"), "images"))
+    source: dict = {}
+    (samples,) = generated_batches(model, 4, 4, 0, False, torch.device("cpu"), source)
+    assert source["nfe"] == 7
+    assert torch.equal(samples, model.generate(4, rng=torch.Generator().manual_seed(0), ema=False))
+    assert not torch.equal(samples, model.generate(4, rng=torch.Generator().manual_seed(0)))

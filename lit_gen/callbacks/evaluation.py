@@ -112,9 +112,8 @@ class SampleQuality(Callback):
             trainer.strategy.barrier("lit_gen.SampleQuality.extractor")
             if self.extractor is None:
                 self.extractor = InceptionV3Features()
-        define_wandb_summaries(
-            trainer, {f"val/{name}": _goal(group) for group, name in metric_names(self.extractor).items()}
-        )
+        goals = {f"val/{name}": _goal(group) for group, name in metric_names(self.extractor).items()}
+        define_wandb_summaries(trainer, {**goals, "val/nfe": "last"})
 
     def _reference(self, trainer: Trainer, device: torch.device) -> ReferenceStats:
         if self.reference is not None:
@@ -181,6 +180,8 @@ class SampleQuality(Callback):
                 )
             metric.update(samples)
         values = {f"val/{name}": float(value) for name, value in metric.compute().items()}
+        if hasattr(pl_module, "last_nfe"):  # diffusion: network evaluations per sample
+            values["val/nfe"] = float(pl_module.last_nfe)
         counts = metric.sample_counts()
         self.last = values
         if trainer.is_global_zero:

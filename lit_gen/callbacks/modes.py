@@ -18,7 +18,7 @@ class ModeMetrics(Callback):
     the run summary keeps the best (most modes, highest share, lowest KL) and the last value of each."""
 
     #: W&B summary goals (``lit_gen.loggers.define_wandb_summaries``)
-    GOALS = {"val/modes": "max", "val/high_quality": "max", "val/reverse_kl": "min"}
+    GOALS = {"val/modes": "max", "val/high_quality": "max", "val/reverse_kl": "min", "val/nfe": "last"}
 
     def __init__(
         self, every_n_batches: int = 500, num_samples: int = 2500, threshold: float = 3.0, seed: int = 0
@@ -44,6 +44,8 @@ class ModeMetrics(Callback):
         )
         metric.update(pl_module.generate(per_rank, rng=rng))
         self.last = {f"val/{k}": float(v) for k, v in metric.compute().items()}
+        if hasattr(pl_module, "last_nfe"):  # diffusion: network evaluations per sample
+            self.last["val/nfe"] = float(pl_module.last_nfe)
         return self.last
 
     def _log(self, trainer: Trainer, pl_module: LightningModule) -> None:

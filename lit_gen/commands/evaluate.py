@@ -14,6 +14,7 @@ extractor (name, preprocessing, weights sha256) and the reference key.
 
 from __future__ import annotations
 
+import inspect
 import json
 import re
 import sys
@@ -133,13 +134,18 @@ def image_batches(path: Path, batch_size: int) -> tuple[list[Tensor] | DataLoade
     return DataLoader(ImageFiles(files), batch_size=batch_size, shuffle=False), len(files)
 
 
-def generated_batches(model, num_samples: int, batch_size: int, seed: int, ema: bool, device: torch.device):
-    """Samples from a model, ``batch_size`` at a time, from a seeded noise generator."""
+def generated_batches(
+    model, num_samples: int, batch_size: int, seed: int, ema: bool, device: torch.device, source: dict
+):
+    """Samples from a model, ``batch_size`` at a time, from a seeded noise generator. A model that counts its
+    network evaluations per sample batch (``last_nfe``: diffusion) has the count recorded in ``source``."""
     rng = torch.Generator().manual_seed(seed)
-    kwargs = {"ema": ema} if hasattr(model, "generator_ema") else {}
+    kwargs = {"ema": ema} if "ema" in inspect.signature(model.generate).parameters else {}
     for start in range(0, num_samples, batch_size):
         with torch.no_grad():
             samples = model.generate(min(batch_size, num_samples - start), rng=rng, **kwargs)
+        if hasattr(model, "last_nfe"):
+            source["nfe"] = int(model.last_nfe)
         if samples.dim() != 4 or not samples.is_floating_point():
             raise LitGenError(
                 f"ckpt_path: {type(model).__name__} generates {tuple(samples.shape)} {samples.dtype}, not images"
@@ -262,8 +268,8 @@ def evaluate_checkpoint(args: Namespace, extractor: FeatureExtractor, device: to
     if datamodule is None and not args.stats:
         datamodule = load_datamodule(checkpoint)
     reference, reference_path = reference_of(args, datamodule, extractor, device)
-    batches = generated_batches(model, args.num_samples, args.batch_size, args.seed, args.ema, device)
     source = {"ckpt_path": str(args.ckpt_path), "seed": args.seed, "ema": args.ema}
+    batches = generated_batches(model, args.num_samples, args.batch_size, args.seed, args.ema, device, source)
     total = -(-args.num_samples // args.batch_size)
     score(args, extractor, reference, reference_path, batches, total, source, device)
 
