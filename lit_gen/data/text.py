@@ -235,10 +235,10 @@ class Text(DataModule):
         path: str,
         block_size: int = 256,
         byte_level: bool = False,
-        val_fraction: float = 0.1,
         batch_size: int = 64,
         num_workers: int = 0,
         seed: int = 0,
+        val_fraction: float = 0.1,
     ) -> None:
         super().__init__(batch_size=batch_size, num_workers=num_workers, seed=seed)
         if block_size < 1:

@@ -61,11 +61,11 @@ class VQDecoder(nn.Module):
 
     def __init__(
         self,
-        channels: int = 3,
+        embedding_dim: int = 64,
         hidden: int = 256,
         res_hidden: int = 256,
         num_res: int = 2,
-        embedding_dim: int = 64,
+        channels: int = 3,
     ) -> None:
         super().__init__()
         self.embedding_dim = embedding_dim
