@@ -49,13 +49,13 @@ from lightning.pytorch.utilities.exceptions import SIGTERMException
 
 from lit_gen._lightning import (
     KeepingExperimentWriter,
+    batches_done,
     logger_prefix,
     set_experiment,
     started_experiment,
     wandb_attaching,
     wandb_init_kwargs,
 )
-from lit_gen.callbacks.samples import batches_done
 from lit_gen.run_dir import RUN_DIR_ENV
 
 #: file in the run directory holding the W&B run id, read back when the run directory is reused

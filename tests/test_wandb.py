@@ -398,7 +398,8 @@ def test_a_slurm_requeue_marks_the_run_preempting_and_the_following_sigterm_ends
 
 def test_every_evaluation_metric_is_summarised_by_its_best_and_last_value(tmp_path):
     """FID/KID by their minimum, precision etc. and the mode metrics by their maximum, the reverse KL by its
-    minimum — each with its last value too; the standard deviations by their last value only."""
+    minimum — each with its last value too; the standard deviations and a diffusion model's NFE by their last
+    value only."""
     logger = OfflineFirstWandbLogger(project="lit_gen_tests", save_dir=str(tmp_path))
     trainer = SimpleNamespace(is_global_zero=True, loggers=[logger], fast_dev_run=False)
     quality = SampleQuality(extractor=RandomConvFeatures(image_size=16, width=8))
@@ -406,7 +407,7 @@ def test_every_evaluation_metric_is_summarised_by_its_best_and_last_value(tmp_pa
     ModeMetrics().setup(trainer, None, "fit")
     names = {"fd_random", "kd_random", "kd_random_std", "precision_random", "recall_random"}
     names |= {"density_random", "coverage_random", "is_random", "is_random_std"}
-    names |= {"modes", "high_quality", "reverse_kl"}
+    names |= {"modes", "high_quality", "reverse_kl", "nfe"}
     logged = {f"val/{name}" for name in metric_names(quality.extractor).values()} | set(ModeMetrics.GOALS)
     assert logged == {f"val/{name}" for name in names}
     for step, value in enumerate([2.0, 1.0, 3.0]):
@@ -426,4 +427,4 @@ def test_every_evaluation_metric_is_summarised_by_its_best_and_last_value(tmp_pa
         "high_quality",
     ):
         assert summary[f"val/{name}"] == {"max": 3.0, "last": 3.0}, name
-    assert summary["val/kd_random_std"] == summary["val/is_random_std"] == {"last": 3.0}
+    assert summary["val/kd_random_std"] == summary["val/is_random_std"] == summary["val/nfe"] == {"last": 3.0}

@@ -10,7 +10,7 @@ import torch
 from lightning.pytorch import Callback, LightningModule, Trainer
 from torch import nn
 
-from lit_gen.callbacks.samples import batches_done
+from lit_gen._lightning import batches_done
 from lit_gen.errors import LitGenError
 from lit_gen.loggers import define_wandb_summaries
 from lit_gen.metrics.features import FeatureExtractor, InceptionV3Features, as_extractor

@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 from lightning.pytorch import Callback, LightningModule, Trainer
 
-from lit_gen.callbacks.samples import batches_done
+from lit_gen._lightning import batches_done
 from lit_gen.loggers import define_wandb_summaries
 from lit_gen.metrics.modes import ModeCoverage
 from lit_gen.utils import derived_seed
