@@ -165,9 +165,11 @@ def curve_means(rows: list[dict], sampler: str) -> list[dict]:
 
 
 def gan_train_seconds(data: str) -> float | None:
-    rows = toy_modes.current(toy_modes.read_results(HERE.parent / "toy_modes" / "results.jsonl"))
-    seconds = [r["train_seconds"] for r in rows if r["config"] == data]
-    return sum(seconds) / len(seconds) if seconds else None
+    """Median wall seconds of the GAN toy config's runs in ``toy_modes/results.jsonl`` (all of them: a timing
+    reference, whatever config hash they ran under)."""
+    rows = toy_modes.read_results(HERE.parent / "toy_modes" / "results.jsonl")
+    seconds = sorted(r["train_seconds"] for r in rows if r["config"] == data)
+    return seconds[len(seconds) // 2] if seconds else None
 
 
 def table(results: list[dict]) -> str:
@@ -175,7 +177,7 @@ def table(results: list[dict]) -> str:
     mean_std = toy_modes.mean_std
     lines = [
         "| config | seeds | sampler (NFE) | modes | high quality (%) | reverse KL | best HQ at ≤ 40 NFE "
-        "| NLL gap (nats) | train CPU s (GAN wall s) | target |",
+        "| NLL gap (nats) | train CPU s (GAN median wall s) | target |",
         "|---|---:|---|---:|---:|---:|---|---:|---:|---|",
     ]
     for name in CONFIGS:
@@ -187,11 +189,13 @@ def table(results: list[dict]) -> str:
             mean_std([r[k] for r in rows])
             for k in ("modes", "high_quality", "reverse_kl", "train_cpu_seconds")
         )
+        modes_target, hq_target = TARGETS[data]
+        # the best sampler / NFE among those that keep the modes (one Euler step puts every sample on the mean)
+        points = [(p, s) for s in rows[0]["curves"] for p in curve_means(rows, s) if p["nfe"] <= MAX_NFE]
         best = max(
-            ((p, s) for s in rows[0]["curves"] for p in curve_means(rows, s) if p["nfe"] <= MAX_NFE),
+            [ps for ps in points if ps[0]["modes"] >= modes_target] or points,
             key=lambda ps: ps[0]["high_quality"],
         )
-        modes_target, hq_target = TARGETS[data]
         met = min(m[0], best[0]["modes"]) >= modes_target and max(hq[0], best[0]["high_quality"]) >= hq_target
         verdict = f"≥ {modes_target} modes, ≥ {hq_target} % at ≤ {MAX_NFE} NFE: {'met' if met else 'NOT met'}"
         gap = "-"
@@ -264,7 +268,7 @@ def plot(results: list[dict], path: Path) -> None:
         modes_target, hq_target = TARGETS[data]
         axes[0, col].axhline(modes_target, color="grey", ls=":")
         axes[1, col].axhline(hq_target, color="grey", ls=":")
-        axes[0, col].set_title(f"{data} ({len({r['seed'] for r in results})} seeds max)")
+        axes[0, col].set_title(f"{data} (mean over the seeds)")
         axes[0, col].set_ylabel("modes captured")
         axes[1, col].set_ylabel("high-quality samples (%)")
         for ax in axes[:, col]:
