@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import math
 
 import pytest
+import torch
 import yaml
 from helpers.paths import ROOT
 
@@ -29,6 +31,39 @@ def test_toy_modes_quick_trains_through_the_cli_and_scores_with_the_protocol(tmp
     # the README table only tabulates runs of the configs as shipped, never quick/overridden ones
     assert toy_modes.current([row]) == [] and toy_modes.current([row], row["extra_args"]) == [row]
     assert "lit_gen `configs/toy_ring.yaml` | 1 |" in toy_modes.table([row])
+
+
+@pytest.mark.slow
+def test_diffusion_toy_quick_scores_samplers_against_nfe_and_the_grid_likelihood(tmp_path):
+    diffusion_toy = _load(ROOT / "experiments" / "diffusion_toy" / "run.py")
+    results = tmp_path / "results.jsonl"
+    diffusion_toy.main(
+        ["--quick", "--configs", "fm_grid", "--results", str(results), "--run-root", str(tmp_path)]
+    )
+    (row,) = [json.loads(line) for line in results.read_text().splitlines()]
+    assert row["config"] == "fm_grid" and row["batches"] == 40 and row["nfe"] == 40
+    assert row["train_cpu_seconds"] > 0 and (tmp_path / "fm_grid-seed0").is_dir()
+    assert set(row["curves"]) == {"FlowEuler", "FlowHeun"}
+    # each sampler's NFE as run, never above the asked 1, 2, 4, ..., 64 (Heun: 2 * steps - 1)
+    assert [p["nfe"] for p in row["curves"]["FlowEuler"]] == [1, 2, 4, 8, 16, 32, 64]
+    assert [p["nfe"] for p in row["curves"]["FlowHeun"]] == [1, 3, 7, 15, 31, 63]
+    assert all(0.0 <= p["high_quality"] <= 100.0 for points in row["curves"].values() for p in points)
+    assert math.isfinite(row["nll_gap"]) and row["nll_gap"] == row["model_nll"] - row["true_nll"]
+    assert diffusion_toy.current([row]) == [] and diffusion_toy.current([row], row["extra_args"]) == [row]
+    assert "`configs/fm_toy_grid.yaml` | 1 | FlowEuler (40) |" in diffusion_toy.table([row])
+    diffusion_toy.plot([row], tmp_path / "nfe.png")
+    assert (tmp_path / "nfe.png").stat().st_size > 0
+
+
+def test_diffusion_toy_true_mixture_log_density_matches_torch_distributions():
+    diffusion_toy = _load(ROOT / "experiments" / "diffusion_toy" / "run.py")
+    modes, std = torch.tensor([[0.0, 0.0], [2.0, -1.0], [-3.0, 4.0]]), 0.3
+    x = torch.randn(50, 2) * 2
+    mixture = torch.distributions.MixtureSameFamily(
+        torch.distributions.Categorical(torch.ones(3)),
+        torch.distributions.Independent(torch.distributions.Normal(modes, std), 1),
+    )
+    torch.testing.assert_close(diffusion_toy.mixture_log_prob(x, modes, std).float(), mixture.log_prob(x))
 
 
 def test_overhead_script_times_both_sides(tmp_path, capsys):

@@ -42,19 +42,19 @@ TARGETS = {"grid": (25, 96.0, 95.0), "ring": (8, 98.5, None)}
 EVAL_SAMPLES, EVAL_THRESHOLD = 2500, 3.0
 
 
-def train_and_evaluate(name: str, seed: int, run_root: str, extra: list[str], threads: int) -> dict:
-    """One seed of one config through ``LitGenCLI``; returns the protocol's metrics of the final model."""
+def fit(config: Path, run_name: str, seed: int, run_root: str, extra: list[str], threads: int):
+    """``python -m lit_gen fit --config <config>`` for one seed, in-process; returns (the finished ``LitGenCLI``,
+    wall seconds, CPU seconds of this process)."""
     import torch
 
     from lit_gen.cli import LitGenCLI
-    from lit_gen.metrics.modes import ModeCoverage
 
     torch.set_num_threads(threads)
     sys.argv = sys.argv[:1]  # LightningCLI warns when both args= and a command line are given
     args = [
         "fit",
         "--config",
-        str(CONFIGS[name]),
+        str(config),
         "--seed_everything",
         str(seed),
         "--data.init_args.seed",
@@ -62,16 +62,25 @@ def train_and_evaluate(name: str, seed: int, run_root: str, extra: list[str], th
         "--run.root",
         run_root,
         "--run.name",
-        f"{name}-seed{seed}",
+        run_name,
         "--trainer.enable_progress_bar",
         "false",
         "--trainer.enable_model_summary",
         "false",
         *extra,
     ]
-    start = time.perf_counter()
+    start, cpu_start = time.perf_counter(), time.process_time()
     cli = LitGenCLI(args=args)
-    seconds = time.perf_counter() - start
+    return cli, time.perf_counter() - start, time.process_time() - cpu_start
+
+
+def train_and_evaluate(name: str, seed: int, run_root: str, extra: list[str], threads: int) -> dict:
+    """One seed of one config through ``LitGenCLI``; returns the protocol's metrics of the final model."""
+    import torch
+
+    from lit_gen.metrics.modes import ModeCoverage
+
+    cli, seconds, _ = fit(CONFIGS[name], f"{name}-seed{seed}", seed, run_root, extra, threads)
     model, data = cli.model, cli.datamodule
     metric = ModeCoverage(data.modes, data.std, EVAL_THRESHOLD)
     # evaluation noise is independent of the training noise and of the callbacks' fixed batches
@@ -97,12 +106,14 @@ def config_sha(name: str) -> str:
     return hashlib.sha256(CONFIGS[name].read_bytes()).hexdigest()[:12]
 
 
-def current(results: list[dict], extra: list[str] | tuple = ()) -> list[dict]:
-    """Results of the configs as they are now, run with the given extra overrides (none: as shipped)."""
+def current(results: list[dict], extra: list[str] | tuple = (), sha=None) -> list[dict]:
+    """Results of the configs as they are now (``sha``: a config's hash, default ``config_sha``), run with the
+    given extra overrides (none: as shipped)."""
+    sha = sha or config_sha
     return [
         r
         for r in results
-        if r.get("config_sha") == config_sha(r["config"]) and tuple(r.get("extra_args", [])) == tuple(extra)
+        if r.get("config_sha") == sha(r["config"]) and tuple(r.get("extra_args", [])) == tuple(extra)
     ]
 
 
@@ -162,44 +173,68 @@ def per_seed(results: list[dict]) -> str:
 
 
 def write_readme_table(readme: Path, results: list[dict]) -> None:
-    """Replaces the text between the RESULTS markers of the README with the tables."""
+    replace_results(readme, f"{table(results)}\n\nPer seed:\n\n{per_seed(results)}")
+
+
+def replace_results(readme: Path, body: str) -> None:
+    """Replaces the text between the RESULTS markers of the README with ``body``."""
     begin, end = "<!-- RESULTS:BEGIN -->", "<!-- RESULTS:END -->"
-    text = readme.read_text()
-    body = f"{begin}\n{table(results)}\n\nPer seed:\n\n{per_seed(results)}\n{end}"
-    head, _, rest = text.partition(begin)
+    head, _, rest = readme.read_text().partition(begin)
     _, _, tail = rest.partition(end)
-    readme.write_text(head + body + tail)
+    readme.write_text(f"{head}{begin}\n{body}\n{end}{tail}")
+
+
+def benchmark_parser(description: str, configs: list[str]) -> argparse.ArgumentParser:
+    """The options of a toy benchmark: seeds, configs, parallel runs, results file, --table, --quick, overrides."""
+    parser = argparse.ArgumentParser(description=description)
+    parser.add_argument("--seeds", type=int, default=10, help="seeds first..first+N-1 (default 10)")
+    parser.add_argument("--first-seed", type=int, default=0)
+    parser.add_argument("--configs", nargs="+", default=configs, choices=configs)
+    parser.add_argument("--jobs", type=int, default=1, help="runs in parallel (separate processes)")
+    parser.add_argument("--threads", type=int, default=1, help="torch threads per run")
+    parser.add_argument("--results", type=Path, default=None, help="default: results.jsonl beside run.py")
+    parser.add_argument("--run-root", default=None, help="where run directories go (default: a temp dir)")
+    parser.add_argument("--table", action="store_true", help="only rewrite README.md's tables from results")
+    parser.add_argument(
+        "--quick", action="store_true", help="smoke test: 1 seed, 40 optimizer steps, no logger"
+    )
+    parser.add_argument("extra", nargs="*", help="extra CLI overrides passed to every run (after --)")
+    return parser
+
+
+def quick_settings(args: argparse.Namespace, here: Path) -> list[str]:
+    """The CLI overrides; with --quick one seed of 40 batches whose results go to a temp dir by default."""
+    extra = list(args.extra)
+    if args.quick:
+        args.seeds = 1
+        extra += ["--trainer.max_steps", "40", "--trainer.logger", "false"]
+        if args.results is None:
+            args.results = Path(tempfile.mkdtemp(prefix=f"{here.name}-quick-")) / "results.jsonl"
+    args.results = args.results or here / "results.jsonl"
+    return extra
+
+
+def run_jobs(worker, jobs: list[tuple], parallel: int, results: Path) -> None:
+    """``worker(job)`` for each job, ``parallel`` processes at a time, each result appended to ``results``."""
+    print(f"{len(jobs)} runs", file=sys.stderr)
+    os.environ.setdefault("WANDB_MODE", "offline")
+    if parallel > 1:
+        with ProcessPoolExecutor(parallel, mp_context=get_context("spawn")) as pool:
+            for result in pool.map(worker, jobs):
+                record(results, result)
+    else:
+        for job in jobs:
+            record(results, worker(job))
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--seeds", type=int, default=10, help="seeds 0..N-1 (default 10)")
-    parser.add_argument("--first-seed", type=int, default=0)
-    parser.add_argument("--configs", nargs="+", default=["grid", "ring"], choices=sorted(CONFIGS))
-    parser.add_argument("--jobs", type=int, default=1, help="runs in parallel (separate processes)")
-    parser.add_argument("--threads", type=int, default=1, help="torch threads per run")
-    parser.add_argument("--results", type=Path, default=HERE / "results.jsonl")
-    parser.add_argument("--run-root", default=None, help="where run directories go (default: a temp dir)")
-    parser.add_argument("--table", action="store_true", help="only rewrite README.md's table from results")
-    parser.add_argument(
-        "--quick",
-        action="store_true",
-        help="smoke test: 1 seed, 20 batches, no logger, results not tabulated",
-    )
-    parser.add_argument("extra", nargs="*", help="extra CLI overrides passed to every run (after --)")
-    args = parser.parse_args(argv)
-
+    args = benchmark_parser(__doc__.split("\n\n")[0], sorted(CONFIGS)).parse_args(argv)
+    extra = quick_settings(args, HERE)
     if args.table:
         results = current(read_results(args.results))
         write_readme_table(HERE / "README.md", results)
         print(table(results))
         return
-    extra = list(args.extra)
-    if args.quick:
-        args.seeds = 1
-        extra += ["--trainer.max_steps", "40", "--trainer.logger", "false"]
-        if args.results == HERE / "results.jsonl":
-            args.results = Path(tempfile.mkdtemp(prefix="toy_modes-quick-")) / "results.jsonl"
     run_root = args.run_root or tempfile.mkdtemp(prefix="toy_modes-")
     done = {(r["config"], r["seed"]) for r in current(read_results(args.results), extra)}
     jobs = [
@@ -208,20 +243,12 @@ def main(argv: list[str] | None = None) -> None:
         for name in args.configs
         if (name, seed) not in done
     ]
-    print(f"{len(jobs)} runs; run directories under {run_root}", file=sys.stderr)
-    os.environ.setdefault("WANDB_MODE", "offline")
-    if args.jobs > 1:
-        with ProcessPoolExecutor(args.jobs, mp_context=get_context("spawn")) as pool:
-            results = pool.map(_worker, jobs)
-            for result in results:
-                _record(args.results, result)
-    else:
-        for job in jobs:
-            _record(args.results, _worker(job))
+    print(f"run directories under {run_root}", file=sys.stderr)
+    run_jobs(_worker, jobs, args.jobs, args.results)
     print(table(current(read_results(args.results), extra)))
 
 
-def _record(path: Path, result: dict) -> None:
+def record(path: Path, result: dict) -> None:
     with path.open("a") as f:
         f.write(json.dumps(result) + "\n")
     print(json.dumps(result), file=sys.stderr, flush=True)
