@@ -39,6 +39,8 @@ PUBLISHED = {
 }
 #: issue 14: every mode in every seed, a mean high-quality share, and (grid) no seed under a floor
 TARGETS = {"grid": (25, 96.0, 95.0), "ring": (8, 98.5, None)}
+#: the targets are judged over this many seeds; a table of fewer says so instead of a verdict
+TARGET_SEEDS = 10
 EVAL_SAMPLES, EVAL_THRESHOLD = 2500, 3.0
 
 
@@ -151,7 +153,10 @@ def table(results: list[dict]) -> str:
             if floor is not None:
                 met = met and min(r["high_quality"] for r in rows) >= floor
                 verdict += f", every seed ≥ {floor} %"
-            verdict += f": {'met' if met else 'NOT met'}"
+            if len(rows) < TARGET_SEEDS:
+                verdict += f": undecided ({len(rows)} of {TARGET_SEEDS} seeds)"
+            else:
+                verdict += f": {'met' if met else 'NOT met'}"
             lines.append(
                 f"| {name} | lit_gen `configs/toy_{name}.yaml` | {len(rows)} | {m[0]:.2f} ± {m[1]:.2f} "
                 f"| {hq[0]:.1f} ± {hq[1]:.1f} | {kl[0]:.3f} ± {kl[1]:.3f} | {verdict} |"
