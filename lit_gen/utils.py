@@ -34,3 +34,11 @@ def eval_mode(*modules: nn.Module) -> Iterator[None]:
     finally:
         for m, was_training in zip(modules, previous):
             m.train(was_training)
+
+
+def rng_on(rng: torch.Generator | None, device: torch.device) -> torch.Generator | None:
+    """``rng`` itself when it lives on ``device`` (or is None); otherwise a generator on ``device`` seeded from it,
+    so that a CPU generator can drive draws made on an accelerator."""
+    if rng is None or rng.device.type == torch.device(device).type:
+        return rng
+    return torch.Generator(device=device).manual_seed(int(torch.randint(2**62, (), generator=rng)))

@@ -37,7 +37,7 @@ from lit_gen.diffusion.samplers import Sampler
 from lit_gen.ema import EMA
 from lit_gen.errors import LitGenError
 from lit_gen.models.base import GenerativeModule
-from lit_gen.utils import eval_mode
+from lit_gen.utils import eval_mode, rng_on
 
 
 def _adam_ddpm(params) -> torch.optim.Optimizer:
@@ -246,7 +246,7 @@ class Diffusion(GenerativeModule):
         denoise = self.denoiser(net, num_samples, guidance, labels)
         noise = torch.randn((num_samples, *self.sample_shape), generator=rng).to(self.device)
         with eval_mode(net), torch.autocast(self.device.type, enabled=False):
-            x = sampler(denoise, noise, _on_device(rng, self.device))
+            x = sampler(denoise, noise, rng_on(rng, self.device))
         self.last_nfe = sampler.nfe
         return self.to_data_space(x).float()
 
@@ -291,7 +291,7 @@ class Diffusion(GenerativeModule):
                 steps,
                 prior_log_prob,
                 "exact" if exact else "hutchinson",
-                _on_device(rng, self.device),
+                rng_on(rng, self.device),
             )
         # images: the density of x in [0, 1] is 2^D that of 2x - 1 in [-1, 1]
         return log_p + dims * math.log(2.0) if self.is_image_model else log_p
@@ -305,11 +305,3 @@ class Diffusion(GenerativeModule):
         u = torch.rand(levels.shape, generator=rng).to(levels)
         log_p = self.log_likelihood((levels + u) / 256, steps=steps, rng=rng)
         return bits_per_dim(log_p, images[0].numel(), bin_width=1 / 256)
-
-
-def _on_device(rng: torch.Generator | None, device: torch.device) -> torch.Generator | None:
-    """``rng`` itself on its own device; otherwise a rng on ``device`` seeded from it."""
-    if rng is None or rng.device.type == device.type:
-        return rng
-    seed = int(torch.randint(2**62, (), generator=rng))
-    return torch.Generator(device=device).manual_seed(seed)

@@ -33,7 +33,7 @@ from lit_gen.errors import LitGenError
 from lit_gen.likelihoods import Bernoulli, Likelihood
 from lit_gen.losses import bits_per_dim, gaussian_kl_standard_normal, importance_log_weights, iwae_bound
 from lit_gen.models.base import GenerativeModule
-from lit_gen.utils import derived_seed, eval_mode
+from lit_gen.utils import derived_seed, eval_mode, rng_on
 
 
 def _adam_burda(params) -> torch.optim.Optimizer:
@@ -265,16 +265,9 @@ class VAE(GenerativeModule):
         """E[x | z = mean of q(z | x)] for images in [0, 1] (binarized first when the likelihood binarizes)."""
         x = x.to(self.device)
         with eval_mode(self):
-            x = self.likelihood.prepare(x, None if rng is None else _on_device(rng, x.device))
+            x = self.likelihood.prepare(x, rng_on(rng, x.device))
             mean, _ = self.encode(x)
             return self.likelihood.mean(self.decode(mean)).float()
 
     def forward(self, z: Tensor) -> Tensor:
         return self.likelihood.mean(self.decode(z))
-
-
-def _on_device(rng: torch.Generator, device: torch.device) -> torch.Generator:
-    """A generator on ``device`` seeded from ``rng`` (which may live on the CPU)."""
-    if rng.device == device:
-        return rng
-    return torch.Generator(device=device).manual_seed(int(torch.randint(2**62, (), generator=rng)))
