@@ -11,7 +11,6 @@ import pytest
 import torch
 from helpers.runners import run
 from helpers.runs import differences, last_checkpoint
-from lightning.pytorch import Callback
 
 from lit_gen.checkpoints import load_model
 from lit_gen.commands.evaluate import generated_batches
@@ -269,25 +268,13 @@ def test_a_conditional_model_learns_the_class_it_is_asked_for(tmp_path):
 # --- failures and precision -------------------------------------------------------------------------------------
 
 
-class PoisonParameters(Callback):
-    """Fills the model's first parameter with NaN as training batch ``batch`` starts."""
-
-    def __init__(self, batch: int) -> None:
-        self.batch = batch
-
-    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:
-        if trainer.fit_loop.epoch_loop.batch_progress.total.ready - 1 == self.batch:
-            with torch.no_grad():
-                next(pl_module.parameters()).fill_(float("nan"))
-
-
 def test_a_non_finite_loss_stops_the_fit_on_a_batch_that_does_not_log(cli, tmp_path):
     (tmp_path / "toy.yaml").write_text(config(TOY, "edm", max_steps=10))
     code, _, err = cli(
         *("fit", "--config", tmp_path / "toy.yaml", "--trainer.log_every_n_steps=50"),
         *(
             "--trainer.callbacks",
-            "[{class_path: test_diffusion_model.PoisonParameters, init_args: {batch: 5}}]",
+            "[{class_path: helpers.callbacks.PoisonFirstParameter, init_args: {batch: 5}}]",
         ),
     )
     assert code != 0

@@ -288,18 +288,6 @@ def test_a_signal_stop_resumes_exactly(tmp_path, batch):
         assert differences(whole[key], resumed[key], key) == [], key
 
 
-class PoisonFirstParameter(Callback):
-    """Fills the model's first parameter with NaN as training batch ``batch`` starts (any family)."""
-
-    def __init__(self, batch: int) -> None:
-        self.batch = batch
-
-    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:
-        if trainer.fit_loop.epoch_loop.batch_progress.total.ready - 1 == self.batch:
-            with torch.no_grad():
-                next(pl_module.parameters()).fill_(float("nan"))
-
-
 # the VAE and the VQ-VAE return their loss terms on every batch, like the GAN and the GPT, so a NaN on a batch that
 # does not log (log_every_n_steps 50) still stops the fit at that batch
 @pytest.mark.parametrize("family", ["vae", "vqvae"])
@@ -308,7 +296,7 @@ def test_a_non_finite_vae_or_vqvae_loss_on_a_batch_that_does_not_log_stops_the_f
 ):
     from helpers.paths import CONFIGS
 
-    poison = "[{class_path: test_failures.PoisonFirstParameter, init_args: {batch: 3}}]"
+    poison = "[{class_path: helpers.callbacks.PoisonFirstParameter, init_args: {batch: 3}}]"
     if family == "vae":
         data = [CONFIGS / "vae.yaml"]
     else:

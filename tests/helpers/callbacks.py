@@ -74,3 +74,15 @@ class Gate(Callback):
             if (run_dir / "release").exists() or any(cb._requested for cb in requeue):
                 return
             time.sleep(0.05)
+
+
+class PoisonFirstParameter(Callback):
+    """Fills the model's first parameter with NaN as training batch ``batch`` starts (any family)."""
+
+    def __init__(self, batch: int) -> None:
+        self.batch = batch
+
+    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:
+        if trainer.fit_loop.epoch_loop.batch_progress.total.ready - 1 == self.batch:
+            with torch.no_grad():
+                next(pl_module.parameters()).fill_(float("nan"))
