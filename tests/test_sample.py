@@ -4,7 +4,6 @@ writes from a checkpoint (image GAN: samples.pt + grid.png + images/; toy GAN: s
 from __future__ import annotations
 
 import csv
-import os
 import re
 from pathlib import Path
 
@@ -12,33 +11,19 @@ import pytest
 import torch
 import yaml
 from helpers.configs import TINY_IMAGE_GAN, TINY_TOY_GAN, write_config
+from helpers.runners import fit_in
 from helpers.runs import run_dirs
 from PIL import Image
 
 
-def _fit_in(folder: Path, name: str, text: str) -> Path:
-    """Trains the tiny config ``text`` (saved as ``{name}.yaml``) in ``folder``; returns the run directory."""
-    from lit_gen.cli import main
-
-    previous = Path.cwd()
-    os.chdir(folder)
-    try:
-        write_config(Path(f"{name}.yaml"), text)
-        main(["fit", "--config", f"{name}.yaml"])
-        (run,) = run_dirs(folder / "runs")
-        return run
-    finally:
-        os.chdir(previous)
-
-
 @pytest.fixture(scope="module")
 def image_run(tmp_path_factory) -> Path:
-    return _fit_in(tmp_path_factory.mktemp("image_run"), "tiny", TINY_IMAGE_GAN)
+    return fit_in(tmp_path_factory.mktemp("image_run"), "tiny", TINY_IMAGE_GAN)
 
 
 @pytest.fixture(scope="module")
 def toy_run(tmp_path_factory) -> Path:
-    return _fit_in(tmp_path_factory.mktemp("toy_run"), "toy", TINY_TOY_GAN)
+    return fit_in(tmp_path_factory.mktemp("toy_run"), "toy", TINY_TOY_GAN)
 
 
 # --- the run directory ---------------------------------------------------------------------------------------

@@ -4,12 +4,12 @@ checkpoint's model does not take."""
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import pytest
 import torch
 from helpers.configs import TINY_TOY_GAN, write_config
+from helpers.runners import fit_in
 from helpers.runs import run_dirs
 
 # a class-conditional flow-matching U-Net on 8 px digits, two training batches
@@ -37,24 +37,11 @@ data:
 """
 
 
-def _fit_in(folder: Path, name: str, text: str) -> Path:
-    """Trains the tiny config ``text`` in ``folder``; returns its last checkpoint."""
-    from lit_gen.cli import main
-
-    previous = Path.cwd()
-    os.chdir(folder)
-    try:
-        write_config(Path(f"{name}.yaml"), text)
-        main(["fit", "--config", f"{name}.yaml"])
-        (run,) = run_dirs(folder / "runs")
-        return run / "checkpoints" / "last.ckpt"
-    finally:
-        os.chdir(previous)
-
-
 @pytest.fixture(scope="module")
 def diffusion_ckpt(tmp_path_factory) -> Path:
-    return _fit_in(tmp_path_factory.mktemp("diffusion_run"), "tiny", TINY_DIFFUSION)
+    return (
+        fit_in(tmp_path_factory.mktemp("diffusion_run"), "tiny", TINY_DIFFUSION) / "checkpoints" / "last.ckpt"
+    )
 
 
 def samples_of(out_dir: Path) -> torch.Tensor:

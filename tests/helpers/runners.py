@@ -7,8 +7,11 @@ import logging
 import os
 import sys
 from collections.abc import Iterator
+from pathlib import Path
 
+from .configs import write_config
 from .paths import ROOT, TESTS
+from .runs import run_dirs
 
 #: loggers that get a console handler when their package is imported (bound to the sys.stderr of that moment)
 CONSOLE_LOGGERS = ("lightning", "lightning.pytorch", "lightning.fabric", "torchmetrics")
@@ -78,3 +81,18 @@ def lightning_log() -> Iterator[list[str]]:
         yield messages
     finally:
         logger.removeHandler(handler)
+
+
+def fit_in(folder: Path, name: str, text: str) -> Path:
+    """Trains the tiny config ``text`` (saved as ``{name}.yaml``) in ``folder``; returns the run directory."""
+    from lit_gen.cli import main
+
+    previous = Path.cwd()
+    os.chdir(folder)
+    try:
+        write_config(Path(f"{name}.yaml"), text)
+        main(["fit", "--config", f"{name}.yaml"])
+        (run,) = run_dirs(folder / "runs")
+        return run
+    finally:
+        os.chdir(previous)
