@@ -14,29 +14,20 @@ move each weight by about ``lr * sign(gradient)``, which would hide gradient err
 
 from __future__ import annotations
 
-import csv
 import importlib.util
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 import torch
-from helpers.runners import run, subprocess_env
-from helpers.runs import differences, last_checkpoint
-
-COMMON = """
-seed_everything: 7
-trainer:
-  accelerator: cpu
-  devices: 1
-  max_steps: {max_steps}
-  log_every_n_steps: 1
-  enable_progress_bar: false
-  enable_model_summary: false
-  num_sanity_val_steps: 0
-  limit_val_batches: 0
-"""
+from helpers.ddp import (
+    COMMON,
+    assert_ran,
+    assert_resumed_bitwise,
+    assert_same_parameters,
+    ddp_and_single_runs,
+    logged,
+)
 
 GAN = (
     COMMON.format(max_steps=8)  # 4 batches: D, G, D, G, ...
@@ -120,77 +111,11 @@ FAMILIES = {"gan": GAN, "vae": VAE, **({"gpt": GPT, "gpt_dropout": GPT_DROPOUT} 
 RESUMED = {"gan": 4, "gpt_dropout": 2}
 
 
-def ddp_command(config: Path, root: Path) -> list[str]:
-    """Two DDP processes with half the config's batch each."""
-    batch = int(config.read_text().split("batch_size: ")[1].split("}")[0])
-    batch_key = (
-        "--data.init_args.images.init_args.batch_size"
-        if "PixelTokens" in config.read_text()
-        else ("--data.init_args.batch_size")
-    )
-    return [
-        sys.executable, "-m", "lit_gen", "fit", "--config", str(config), "--run.root", str(root),
-        "--trainer.devices", "2", "--trainer.strategy", "ddp", batch_key, str(batch // 2),
-    ]  # fmt: skip
-
-
 @pytest.fixture(scope="module")
 def ddp_runs(tmp_path_factory) -> dict[str, tuple[Path, subprocess.CompletedProcess]]:
     """Each family's DDP run (launched side by side) and the matching single-process run (in-process)."""
-    tmp = tmp_path_factory.mktemp("ddp")
-    env = subprocess_env(PYTHONUNBUFFERED="1")  # the DDP processes import helpers.callbacks.DrawsGlobalRandom
-
-    def launch(command: list[str]) -> subprocess.Popen:
-        return subprocess.Popen(
-            command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env, cwd=tmp
-        )
-
-    def finish(process: subprocess.Popen) -> subprocess.CompletedProcess:
-        out, err = process.communicate(timeout=600)
-        return subprocess.CompletedProcess(process.args, process.returncode, out, err)
-
-    launched = {}
-    for name, text in FAMILIES.items():
-        config = tmp / f"{name}.yaml"
-        config.write_text(text)
-        # a resumed family keeps its halfway checkpoint (the state a run stopped there saves) to resume from
-        keep = (
-            ["--checkpoint.every_n_train_steps", str(RESUMED[name]), "--checkpoint.save_top_k", "-1"]
-            if name in RESUMED
-            else []
-        )
-        launched[name] = launch([*ddp_command(config, tmp / name / "ddp"), *keep])
-    for name in ("gan", "gpt", "vae"):
-        if name in FAMILIES:
-            run("fit", "--config", tmp / f"{name}.yaml", "--run.root", tmp / name / "single")
-    results = {name: (tmp / name, finish(process)) for name, process in launched.items()}
-    resumed = {}
-    for name, step in RESUMED.items():
-        halfway = list((tmp / name / "ddp").glob(f"*/*/checkpoints/epoch=*-step={step}.ckpt"))
-        if name in FAMILIES and len(halfway) == 1:
-            command = ddp_command(tmp / f"{name}.yaml", tmp / name / "resumed")
-            resumed[name] = launch([*command, "--ckpt_path", str(halfway[0])])
-    results.update({f"{name}_resumed": (tmp / name, finish(process)) for name, process in resumed.items()})
-    return results
-
-
-def assert_ran(result: subprocess.CompletedProcess) -> None:
-    assert result.returncode == 0, result.stderr[-3000:]
-    assert "Starting with 2 processes" in result.stderr + result.stdout
-
-
-def assert_same_parameters(root: Path, atol: float) -> dict:
-    ddp, single = last_checkpoint(root / "ddp"), last_checkpoint(root / "single")
-    assert ddp["global_step"] == single["global_step"]
-    assert len(ddp["rng_states"]) == 2 and len(single["rng_states"]) == 1  # one RNG state per rank
-    for key, value in single["state_dict"].items():
-        torch.testing.assert_close(ddp["state_dict"][key], value, atol=atol, rtol=1e-5, msg=key)
-    return ddp
-
-
-def logged(root: Path, key: str) -> list[float]:
-    (path,) = root.glob("*/*/csv/metrics.csv")
-    return [float(row[key]) for row in csv.DictReader(path.open()) if row.get(key)]
+    single = {name: FAMILIES[name] for name in ("gan", "gpt", "vae") if name in FAMILIES}
+    return ddp_and_single_runs(tmp_path_factory.mktemp("ddp"), FAMILIES, single, RESUMED)
 
 
 def test_gan_ddp_matches_one_process_with_the_global_batch(ddp_runs):
@@ -224,21 +149,6 @@ def test_vae_ddp_matches_one_process_with_the_global_batch(ddp_runs):
     assert ddp["global_step"] == 3 and int(ddp["state_dict"]["batches_seen"]) == 3
     assert all(torch.isfinite(v).all() for v in ddp["state_dict"].values() if v.is_floating_point())
     assert ddp["loops"]["fit_loop"]["state_dict"]["combined_loader"] == [{"epoch": 0, "batches": 3}]
-
-
-def assert_resumed_bitwise(ddp_runs, name: str, steps: int) -> dict:
-    """The DDP run resumed halfway ends bitwise equal to the uninterrupted one; returns the latter's last
-    checkpoint."""
-    assert f"{name}_resumed" in ddp_runs, f"the {name} DDP run left no step-{RESUMED[name]} checkpoint"
-    root, resumed_run = ddp_runs[f"{name}_resumed"]
-    assert_ran(resumed_run)
-    assert "Restored all states from the checkpoint" in resumed_run.stderr + resumed_run.stdout
-    whole, resumed = last_checkpoint(root / "ddp"), last_checkpoint(root / "resumed")
-    assert whole["global_step"] == resumed["global_step"] == steps
-    assert len(resumed["rng_states"]) == 2
-    for key in ("state_dict", "optimizer_states", "rng_states", "loops"):
-        assert differences(whole[key], resumed[key], key) == [], key
-    return whole
 
 
 def test_gan_ddp_resume_is_bitwise_equal_to_the_uninterrupted_ddp_run(ddp_runs):

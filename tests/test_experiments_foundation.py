@@ -66,18 +66,17 @@ def test_diffusion_toy_true_mixture_log_density_matches_torch_distributions():
     torch.testing.assert_close(diffusion_toy.mixture_log_prob(x, modes, std).float(), mixture.log_prob(x))
 
 
-def test_overhead_script_times_both_sides(tmp_path, capsys):
+@pytest.mark.parametrize("case, config", [("toy", "toy_grid.yaml"), ("diffusion", "diffusion.yaml")])
+def test_overhead_script_times_both_sides(tmp_path, capsys, case, config):
     overhead = _load(ROOT / "experiments" / "overhead" / "run.py")
     overhead.main(
-        ["--cases", "toy", "--repeats", "1", "--warmup", "2", "--iters", "3", "--run-root", str(tmp_path)]
+        ["--cases", case, "--repeats", "1", "--warmup", "2", "--iters", "3", "--run-root", str(tmp_path)]
         + ["--", "--trainer.logger", "false"]
     )
     out = capsys.readouterr().out
     (result,) = json.loads(out.strip().splitlines()[-1])
-    batch_size = yaml.safe_load((ROOT / "configs" / "toy_grid.yaml").read_text())["data"]["init_args"][
-        "batch_size"
-    ]
-    assert result["case"] == "toy" and result["batch_size"] == batch_size
+    batch_size = yaml.safe_load((ROOT / "configs" / config).read_text())["data"]["init_args"]["batch_size"]
+    assert result["case"] == case and result["batch_size"] == batch_size
     for kind in ("wall", "cpu"):
         assert result[kind]["lit_gen_ms"] > 0 and result[kind]["plain_ms"] > 0 and result[kind]["ratio"] > 0
-    assert f"| toy | `configs/toy_grid.yaml` | {batch_size} | cpu |" in out
+    assert f"| {case} | `configs/{config}` | {batch_size} | cpu |" in out

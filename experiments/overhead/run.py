@@ -1,8 +1,10 @@
-"""Framework overhead: time per training iteration of the lit_gen GAN (the real ``GAN`` LightningModule, built
-from a shipped config by ``LitGenCLI`` and trained by a Lightning ``Trainer``) against a plain PyTorch loop over
-the same networks, data loader, optimizers and per-iteration work, side by side in one process.
+"""Framework overhead: time per training iteration of the lit_gen GAN and diffusion model (the real ``GAN`` and
+``Diffusion`` LightningModules, built from a shipped config by ``LitGenCLI`` and trained by a Lightning
+``Trainer``) against a plain PyTorch loop over the same networks, data loader, optimizers and per-iteration work,
+side by side in one process.
 
-    python experiments/overhead/run.py                      # both cases, 5 interleaved repeats each
+    python experiments/overhead/run.py                      # all cases, 5 interleaved repeats each
+    python experiments/overhead/run.py --cases diffusion --repeats 5 --warmup 5 --iters 30 --threads 1
     python experiments/overhead/run.py --cases toy --repeats 3 --iters 300
     python experiments/overhead/run.py --profile toy        # cProfile of the Lightning side (top 40)
 
@@ -14,7 +16,9 @@ config saver) -- with these differences, stated in the output: ``trainer.max_ste
 iters`` batches, the model summary is off, ``accelerator: cpu``, the benchmark adds one callback (the clock that
 reads the time at batch ends), and the DCGAN case trains on random CIFAR-shaped images (3x32x32 in [0, 1],
 ``num_workers: 0``, the config's batch of 128) instead of downloading CIFAR-10. The config's periodic callbacks
-do not fire inside the timed window (their periods are longer); the final checkpoint is written after it.
+do not fire inside the timed window (their periods are longer); the final checkpoint is written after it. An
+evaluation the config runs at the end of fit (the diffusion config's ``SampleQuality``: 500 samples of 35 network
+evaluations) is turned off (``at_train_end``): it would run after the timed window, for half a minute a run.
 
 Plain side: the same ``nn.Module`` classes with the same initial weights, the optimizers built by the model's own
 injected optimizer callables (same class, lr, betas), the same loss and penalty objects, the same ``DataLoader``,
@@ -25,6 +29,15 @@ enables EMA, and the loss values kept every ``log_every_n_steps`` iterations. It
 global RNG (lit_gen seeds a generator per batch, for resumable noise: counted as overhead) and does not step LR
 schedulers (the toy config's two ``LinearLR`` steps per batch, a few microseconds, are on the Lightning side
 only).
+
+Diffusion case (``configs/diffusion.yaml``: EDM, a class-conditional U-Net at 32 px, batch 64 of the embedded
+digits, Adam, EMA with ramp-up, label dropout 0.1): the plain loop has the same U-Net (same initial weights),
+``DataLoader``, optimizer (built by the model's injected callable) and path object, and per iteration: fetch a
+batch, map it to [-1, 1], draw the noise levels (the path's training distribution), the Gaussian noise and the
+label dropout from the global RNG (lit_gen: a seeded generator per stream and batch, drawn for the global batch),
+the noisy input, a forward, the path's loss, backward, the optimizer step, the EMA update (the module's decay
+schedule, ``EMA.decay_at``; a ``lerp_`` per parameter, buffers copied), and the loss value kept every
+``log_every_n_steps`` iterations.
 
 The time per iteration is measured between the ends of iteration ``warmup`` and ``warmup + iters`` on both sides
 (data fetching, hooks, logging and progress bar included). Repeats alternate Lightning/plain in ABBA order, and
@@ -44,6 +57,7 @@ import statistics
 import sys
 import tempfile
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import torch
@@ -71,8 +85,13 @@ CASES = {
         ],
     ),
     "toy": ("configs/toy_grid.yaml", []),
+    "diffusion": ("configs/diffusion.yaml", []),
 }
-TARGETS = {"dcgan32": 1.05, "toy": 1.25}
+TARGETS = {"dcgan32": 1.05, "toy": 1.25, "diffusion": 1.05}
+#: optimizer steps (what ``max_steps`` counts) per training batch: the GAN (n_critic 1) steps D and G
+OPTIMIZER_STEPS_PER_BATCH = {"dcgan32": 2, "toy": 2, "diffusion": 1}
+#: untimed and timed iterations by default
+DEFAULT_ITERATIONS = {"dcgan32": (5, 30), "toy": (50, 500), "diffusion": (5, 30)}
 
 
 class RandomCIFAR10(CIFAR10):
@@ -110,15 +129,20 @@ class IterationClock(Callback):
 
 
 class BenchCLI(LitGenCLI):
-    """``LitGenCLI`` that, before ``fit``, keeps a copy of the initial networks (for the plain loop) and adds the
-    clock callback; optionally profiles ``fit``."""
+    """``LitGenCLI`` that, before ``fit``, keeps a copy of the initial networks (for the plain loop: the GAN's
+    ``initial_generator`` and ``initial_discriminator``, the diffusion model's ``initial_net``), turns off the
+    evaluations at the end of fit and adds the clock callback; optionally profiles ``fit``."""
 
     warmup, iters = 0, 0
     profiler: cProfile.Profile | None = None
 
     def before_fit(self) -> None:
-        self.initial_generator = copy.deepcopy(self.model.generator)
-        self.initial_discriminator = copy.deepcopy(self.model.discriminator)
+        for name in ("generator", "discriminator", "net"):
+            if hasattr(self.model, name):
+                setattr(self, f"initial_{name}", copy.deepcopy(getattr(self.model, name)))
+        for callback in self.trainer.callbacks:
+            if hasattr(callback, "at_train_end"):
+                callback.at_train_end = False
         self.clock = IterationClock(self.warmup, self.iters)
         self.trainer.callbacks.append(self.clock)
         if self.profiler is not None:
@@ -145,20 +169,19 @@ def lightning_run(case: str, warmup: int, iters: int, run_root: str, extra: list
         "1",
         "--trainer.enable_model_summary",
         "false",
-        # global_step counts optimizer steps: 2 per batch with n_critic 1
         "--trainer.max_steps",
-        str(2 * (warmup + iters)),
+        str(OPTIMIZER_STEPS_PER_BATCH[case] * (warmup + iters)),
         "--run.root",
         run_root,
         *extra,
     ]
     with contextlib.redirect_stdout(log), contextlib.redirect_stderr(log):
         cli = BenchCLI(args=args)
-    assert cli.model.n_critic == 1 and batches_done(cli.trainer) == warmup + iters
+    assert getattr(cli.model, "n_critic", 1) == 1 and batches_done(cli.trainer) == warmup + iters
     return per_iteration(cli.clock.start, cli.clock.stop, iters), cli
 
 
-def plain_run(cli: BenchCLI, warmup: int, iters: int) -> tuple[float, float]:
+def plain_gan_run(cli: BenchCLI, warmup: int, iters: int) -> tuple[float, float]:
     """The iteration of ``GAN.training_step`` (n_critic 1) as a plain PyTorch loop; (wall, CPU)
     seconds per timed iteration."""
     model = cli.model
@@ -183,15 +206,10 @@ def plain_run(cli: BenchCLI, warmup: int, iters: int) -> tuple[float, float]:
             x = x.reshape(x.shape[0] // pack, -1, *x.shape[2:])
         return discriminator(x)
 
-    loader = cli.datamodule.train_dataloader()
-    batches = iter(loader)
+    batches = endless(cli.datamodule.train_dataloader())
     start = (0.0, 0.0)
     for it in range(1, warmup + iters + 1):
-        try:
-            real = next(batches)[0]
-        except StopIteration:  # the next epoch, as the Trainer starts one
-            batches = iter(loader)
-            real = next(batches)[0]
+        real = next(batches)[0]
         if real.dim() == 4:
             real = real * 2.0 - 1.0
         n = real.shape[0] - real.shape[0] % pack
@@ -222,6 +240,54 @@ def plain_run(cli: BenchCLI, warmup: int, iters: int) -> tuple[float, float]:
     return per_iteration(start, clock(), iters)
 
 
+def plain_diffusion_run(cli: BenchCLI, warmup: int, iters: int) -> tuple[float, float]:
+    """The iteration of ``Diffusion.training_step`` and its EMA update as a plain PyTorch loop; (wall, CPU)
+    seconds per timed iteration."""
+    model = cli.model
+    net = copy.deepcopy(cli.initial_net).train()
+    ema = copy.deepcopy(net).requires_grad_(False)
+    optimizer = model.optimizer(net.parameters())
+    path, label_dropout, null_class = model.path, model.label_dropout, model.num_classes
+    log_every = cli.trainer.log_every_n_steps
+    logged: list[float] = []
+    batches = endless(cli.datamodule.train_dataloader())
+    start = (0.0, 0.0)
+    for it in range(1, warmup + iters + 1):
+        data, labels = next(batches)
+        data = data * 2.0 - 1.0
+        n = data.shape[0]
+        t = path.sample_training_noise_level(n)
+        noise = path.couple(data, torch.randn_like(data))
+        if label_dropout > 0:
+            labels = torch.where(torch.rand(n) < label_dropout, torch.full_like(labels, null_class), labels)
+        output = net(*path.model_input(path.noisy(data, noise, t), t), labels=labels)
+        loss = path.loss(output, data, noise, t).mean()
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        if model.net_ema is not None:
+            with torch.no_grad():
+                weight = 1.0 - model.net_ema.decay_at(it - 1)
+                for ema_parameter, parameter in zip(ema.parameters(), net.parameters()):
+                    ema_parameter.lerp_(parameter, weight)
+                for ema_buffer, buffer in zip(ema.buffers(), net.buffers()):
+                    ema_buffer.copy_(buffer)
+        if it % log_every == 0:
+            logged.append(loss.item())
+        if it == warmup:
+            start = clock()
+    return per_iteration(start, clock(), iters)
+
+
+PLAIN_RUNS = {"dcgan32": plain_gan_run, "toy": plain_gan_run, "diffusion": plain_diffusion_run}
+
+
+def endless(loader) -> Iterator:
+    """The loader's batches, epoch after epoch (a new iterator at each epoch's end, as the Trainer starts one)."""
+    while True:
+        yield from loader
+
+
 def clock() -> tuple[float, float]:
     """(wall-clock, CPU time of this process) in seconds."""
     return time.perf_counter(), time.process_time()
@@ -247,7 +313,7 @@ def bench(case: str, repeats: int, warmup: int, iters: int, extra: list[str], ru
                 seconds, cli = lightning_run(case, warmup, iters, run_root, extra, log)
                 lit.append(seconds)
             else:
-                plain.append(plain_run(cli, warmup, iters))
+                plain.append(PLAIN_RUNS[case](cli, warmup, iters))
         print(
             f"  {case} {r + 1}/{repeats}: wall lit_gen {1e3 * lit[-1][0]:.2f} / plain {1e3 * plain[-1][0]:.2f} "
             f"ms/it = {lit[-1][0] / plain[-1][0]:.3f}; CPU lit_gen {1e3 * lit[-1][1]:.2f} / plain "
@@ -284,7 +350,7 @@ def profile(case: str, warmup: int, iters: int, extra: list[str], run_root: str,
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--cases", nargs="+", default=["dcgan32", "toy"], choices=sorted(CASES))
+    parser.add_argument("--cases", nargs="+", default=list(CASES), choices=sorted(CASES))
     parser.add_argument("--repeats", type=int, default=5, help="Lightning/plain pairs per case")
     parser.add_argument("--warmup", type=int, default=None, help="untimed iterations (default: per case)")
     parser.add_argument("--iters", type=int, default=None, help="timed iterations (default: per case)")
@@ -297,18 +363,17 @@ def main(argv: list[str] | None = None) -> None:
         torch.set_num_threads(args.threads)
     os.environ.setdefault("WANDB_MODE", "offline")
     sys.argv = sys.argv[:1]  # LightningCLI warns when both args= and a command line are given
-    defaults = {"dcgan32": (5, 30), "toy": (50, 500)}
     run_root = args.run_root or tempfile.mkdtemp(prefix="overhead-")
     Path(run_root).mkdir(parents=True, exist_ok=True)
     with open(Path(run_root) / "lightning.log", "w") as log:
         if args.profile:
-            warmup, iters = defaults[args.profile]
+            warmup, iters = DEFAULT_ITERATIONS[args.profile]
             profile(args.profile, args.warmup or warmup, args.iters or iters, args.extra, run_root, log)
             return
         print(f"torch threads {torch.get_num_threads()}, load average {load_average()}", file=sys.stderr)
         results = []
         for case in args.cases:
-            warmup, iters = defaults[case]
+            warmup, iters = DEFAULT_ITERATIONS[case]
             results.append(
                 bench(
                     case, args.repeats, args.warmup or warmup, args.iters or iters, args.extra, run_root, log

@@ -323,7 +323,8 @@ class FlowMatching(GaussianPath):
     """Conditional flow matching on the straight path (Lipman et al. 2023 eq. 20-23; Liu et al. 2023 rectified flow
     when sigma_min = 0): x_t = t data + (1 - (1 - sigma_min) t) noise, t ~ U[0, 1], t = 0 noise and t = 1 data; the
     net predicts the velocity data - (1 - sigma_min) noise. ``ot``: pair noise and data by minibatch optimal
-    transport (Tong et al. 2024, OT-CFM).
+    transport (Tong et al. 2024, OT-CFM). Under DDP each rank pairs its own batch (no data crosses ranks): the
+    minibatch of the coupling is the per-rank batch, not the global one.
     """
 
     def __init__(self, sigma_min: float = 0.0, ot: bool = False) -> None:

@@ -126,6 +126,17 @@ class GenerativeModule(LightningModule):
         batch (the GAN) says otherwise. The progress bar sizes the last epoch with it."""
         return steps
 
+    def mean_over_ranks(self, values: dict[str, Tensor]) -> dict[str, Tensor]:
+        """``values`` (scalars) averaged over the DDP ranks in one all-reduce (``sync_dist`` would make one per
+        value): with equal per-rank batches, a batch mean of the global batch, what one process with the whole
+        batch logs. Unchanged in a single process. Every rank must call it at the same batch."""
+        trainer = attached_trainer(self)
+        if trainer is None or trainer.world_size == 1:
+            return values
+        keys = list(values)
+        mean = trainer.strategy.reduce(torch.stack([values[k].float() for k in keys]), reduce_op="mean")
+        return dict(zip(keys, mean.unbind()))
+
     def logs_this_batch(self, batch_idx: int) -> bool:
         """Whether this training batch logs its metrics: on the batches whose metrics Lightning writes to the
         loggers (every ``trainer.log_every_n_steps``; the test Lightning's own LearningRateMonitor uses) and on the

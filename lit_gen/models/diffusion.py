@@ -171,9 +171,11 @@ class Diffusion(GenerativeModule):
         loss = self.path.loss(output, data, noise, t).mean()
         self.batches_seen += 1
         if self.logs_this_batch(batch_idx):  # only where a logger writes (a log call costs ~0.3 ms)
-            self.log("train/loss", loss.detach(), batch_size=n)
+            # the global batch's loss under DDP (the ranks' mean), as the GAN logs its losses
+            global_loss = self.mean_over_ranks({"loss": loss.detach()})["loss"]
+            self.log("train/loss", global_loss, batch_size=n)
             self.log("train/lr", self.trainer.optimizers[0].param_groups[0]["lr"], batch_size=n)
-            self.log("loss", loss.detach(), prog_bar=True, logger=False, batch_size=n)
+            self.log("loss", global_loss, prog_bar=True, logger=False, batch_size=n)
         # the loss terms for callbacks (``outputs``) too: NonFiniteGuard checks them on every batch
         return {"loss": loss, "train/loss": loss.detach()}
 

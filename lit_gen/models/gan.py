@@ -314,12 +314,7 @@ class GAN(GenerativeModule):
         logs["train/D_fake"] = self.loss.score(fake_logits.detach()).mean()
         if self._last_g_loss is not None:  # as Lightning keeps it: the latest generator step's
             logs["train/g_loss"] = self._last_g_loss
-        if self.trainer.world_size > 1:  # synced over ranks in one all-reduce (not one per value: sync_dist)
-            keys = list(logs)
-            mean = self.trainer.strategy.reduce(
-                torch.stack([logs[k].float() for k in keys]), reduce_op="mean"
-            )
-            logs = dict(zip(keys, mean.unbind()))
+        logs = self.mean_over_ranks(logs)
         opt_g, opt_d = self.optimizers()
         logs["train/lr_g"] = opt_g.param_groups[0]["lr"]
         logs["train/lr_d"] = opt_d.param_groups[0]["lr"]

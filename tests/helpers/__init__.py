@@ -8,4 +8,6 @@
 - ``runs``: what a fit leaves in its run directory: run folders, checkpoints compared bitwise, CSV rows.
 - ``wandb_runs``: the records of offline W&B runs.
 - ``slurm``: the test SLURM cluster and watching its jobs.
+- ``ddp``: 2-process DDP fits launched side by side, the single-process fits they are compared with, the checks.
+- ``diffusion``: Gaussian paths the diffusion tests' configs name (``helpers.diffusion.RankShardedOT``).
 """

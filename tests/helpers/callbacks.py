@@ -86,3 +86,31 @@ class PoisonFirstParameter(Callback):
         if trainer.fit_loop.epoch_loop.batch_progress.total.ready - 1 == self.batch:
             with torch.no_grad():
                 next(pl_module.parameters()).fill_(float("nan"))
+
+
+class RecordsTrainingNoise(Callback):
+    """Records what a ``Diffusion`` module draws in training and saves it at the end of fit, per rank, to
+    ``<run dir>/noise-rank<r>.pt``: ``{"streams": {stream: [each batch's draw]}, "couplings": [(data, noise,
+    coupled noise) of each batch]}`` (``batch_noise`` and ``path.couple`` wrapped; no number changes)."""
+
+    def on_fit_start(self, trainer, pl_module) -> None:
+        self.streams: dict[int, list[torch.Tensor]] = {}
+        self.couplings: list[tuple[torch.Tensor, ...]] = []
+        batch_noise, couple = pl_module.batch_noise, pl_module.path.couple
+
+        def recorded_batch_noise(stream, *args, **kwargs):
+            values = batch_noise(stream, *args, **kwargs)
+            self.streams.setdefault(int(stream), []).append(values.detach().clone())
+            return values
+
+        def recorded_couple(data, noise):
+            coupled = couple(data, noise)
+            self.couplings.append((data.detach().clone(), noise.clone(), coupled.clone()))
+            return coupled
+
+        pl_module.batch_noise, pl_module.path.couple = recorded_batch_noise, recorded_couple
+
+    def on_fit_end(self, trainer, pl_module) -> None:
+        del pl_module.batch_noise, pl_module.path.couple  # the class's methods again
+        path = Path(trainer.default_root_dir) / f"noise-rank{trainer.global_rank}.pt"
+        torch.save({"streams": self.streams, "couplings": self.couplings}, path)
