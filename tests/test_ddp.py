@@ -5,9 +5,9 @@ runs resumed from the GAN's and the dropout GPT's halfway checkpoints, which mus
 uninterrupted DDP runs; the dropout GPT's ranks must draw from different global RNG streams. After a few
 batches with the same global data (each rank takes half of the single-process batch: ``ResumableSampler``
 shards the same permutation) the DDP parameters must equal a single-process run with the whole batch to float
-tolerance. The GAN also draws the same global latents (each rank its rows), and its logged losses are the mean
-over ranks, so they equal the single-process losses; the VAE likewise draws the global batch's binarization
-and reparameterization noise. The models have no BatchNorm: under DDP BatchNorm normalises each rank's half
+tolerance, and every family's logged losses are the mean over ranks, so they equal the single-process losses.
+The GAN also draws the same global latents (each rank its rows); the VAE likewise draws the global batch's
+binarization and reparameterization noise. The models have no BatchNorm: under DDP BatchNorm normalises each rank's half
 batch with that half's statistics, which no single-process run reproduces. SGD, not Adam: Adam's first steps
 move each weight by about ``lr * sign(gradient)``, which would hide gradient errors.
 """
@@ -24,9 +24,9 @@ from helpers.ddp import (
     COMMON,
     assert_ran,
     assert_resumed_bitwise,
+    assert_same_logged,
     assert_same_parameters,
     ddp_and_single_runs,
-    logged,
 )
 
 GAN = (
@@ -128,11 +128,7 @@ def test_gan_ddp_matches_one_process_with_the_global_batch(ddp_runs):
         int(ddp["state_dict"]["batches_seen"]) == 4
         and int(ddp["state_dict"]["generator_ema.n_averaged"]) == 4
     )
-    # losses are synced over ranks: the mean of the two half batches is the single-process loss
-    for key in ("train/d_loss", "train/g_loss", "train/D_real"):
-        single, distributed = logged(root / "single", key), logged(root / "ddp", key)
-        assert len(single) == len(distributed) == 4
-        torch.testing.assert_close(torch.tensor(distributed), torch.tensor(single), atol=1e-6, rtol=1e-5)
+    assert_same_logged(root, ("train/d_loss", "train/g_loss", "train/D_real"), batches=4)
 
 
 @pytest.mark.skipif(not HAS_GPT, reason="the transformer family is not in this checkout")
@@ -140,6 +136,7 @@ def test_transformer_ddp_matches_one_process_with_the_global_batch(ddp_runs):
     root, result = ddp_runs["gpt"]
     assert_ran(result)
     assert_same_parameters(root, atol=1e-6)
+    assert_same_logged(root, ("train/loss", "train/perplexity"), batches=2)
 
 
 def test_vae_ddp_matches_one_process_with_the_global_batch(ddp_runs):
@@ -149,6 +146,7 @@ def test_vae_ddp_matches_one_process_with_the_global_batch(ddp_runs):
     assert ddp["global_step"] == 3 and int(ddp["state_dict"]["batches_seen"]) == 3
     assert all(torch.isfinite(v).all() for v in ddp["state_dict"].values() if v.is_floating_point())
     assert ddp["loops"]["fit_loop"]["state_dict"]["combined_loader"] == [{"epoch": 0, "batches": 3}]
+    assert_same_logged(root, ("train/loss", "train/recon"), batches=3)
 
 
 def test_gan_ddp_resume_is_bitwise_equal_to_the_uninterrupted_ddp_run(ddp_runs):

@@ -139,7 +139,7 @@ class Autoregressive(GenerativeModule):
         loss = self.loss(batch)
         self.batches_seen += 1
         if self.logs_this_batch(batch_idx):  # only where a logger writes (a log call costs ~0.3 ms)
-            value = loss.detach()
+            value = self.mean_over_ranks({"loss": loss.detach()})["loss"]  # the global batch's under DDP
             self.log("train/loss", value, prog_bar=True)
             self.log("train/bits_per_token", value / math.log(2))
             self.log("train/perplexity", value.exp())

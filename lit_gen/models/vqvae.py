@@ -162,8 +162,10 @@ class VQVAE(GenerativeModule):
         logs.update(self.update_codebook(out["z_e"].detach(), out["indices"]))
         self.batches_seen += 1
         if self.logs_this_batch(batch_idx):  # only where a logger writes (a log call costs ~0.3 ms)
+            # the global batch's means under DDP (the codebook statistics already are)
+            logs.update(self.mean_over_ranks(losses))
             self.log_dict(logs, batch_size=x.shape[0])
-            self.log("loss", out["loss"].detach(), prog_bar=True, logger=False, batch_size=x.shape[0])
+            self.log("loss", logs["train/loss"], prog_bar=True, logger=False, batch_size=x.shape[0])
         # the loss terms for callbacks (``outputs``) too: NonFiniteGuard checks them on every batch
         return {"loss": out["loss"], **losses}
 

@@ -111,6 +111,15 @@ def logged(root: Path, key: str) -> list[float]:
     return [float(row[key]) for row in csv.DictReader(path.open()) if row.get(key)]
 
 
+def assert_same_logged(root: Path, keys: tuple[str, ...], batches: int) -> None:
+    """The DDP run logged the single-process run's values of ``keys`` on each of ``batches`` batches: its
+    logged losses are the mean over the ranks' half batches, the global batch's."""
+    for key in keys:
+        single, distributed = logged(root / "single", key), logged(root / "ddp", key)
+        assert len(single) == len(distributed) == batches, key
+        torch.testing.assert_close(torch.tensor(distributed), torch.tensor(single), atol=1e-6, rtol=1e-5)
+
+
 def assert_resumed_bitwise(runs: dict, name: str, steps: int) -> dict:
     """The DDP run ``name`` resumed halfway ends bitwise equal to the uninterrupted one after ``steps`` steps;
     returns the latter's last checkpoint."""
