@@ -48,6 +48,9 @@ RESULTS = HERE / "results.json"
 #: samples scored per model, and per class in the class check; guidance weights of the class check
 EVAL_SAMPLES, PER_CLASS, CONTROL_PER_CLASS = 1000, 100, 20
 GUIDANCES = (1.5, 1.0)
+#: the follow-up: stronger guidance on the same checkpoint (``sample --guidance W``), and classifiers of other seeds
+MORE_GUIDANCES, MORE_PER_CLASS, CLASSIFIER_SEEDS = (2.0, 3.0), 50, (0, 1, 2)
+CLASSIFIER_EPOCHS = 30
 CLASSES = 10
 TARGET_RECOGNISED = 95.0
 
@@ -322,12 +325,15 @@ def run(quick: bool, run_root: str) -> dict:
     save(results)
 
     # 3. the classifier, on the same 32 px digits in [0, 1] the models see
-    classifier, results["classifier"] = train_classifier(diffusion_cli.datamodule, 2 if quick else 30)
+    classifier, results["classifier"] = train_classifier(
+        diffusion_cli.datamodule, 2 if quick else CLASSIFIER_EPOCHS
+    )
     save(results)
 
     # 4. the class check through `sample --labels K`
     ckpt = str(Path(results["diffusion"]["run_dir"]) / "checkpoints" / "last.ckpt")
     out_root = Path(tempfile.mkdtemp(prefix="class-check-", dir=run_root))
+    results["class_check_dir"] = str(out_root)
     checks = [class_check(ckpt, classifier, w, per_class, out_root) for w in GUIDANCES]
     checks.append(class_check(ckpt, classifier, 0.0, CONTROL_PER_CLASS // (2 if quick else 1), out_root))
     diffusion_images = checks[0].pop("samples")  # guidance 1.5: the config's samples, 100 of each class
@@ -371,6 +377,49 @@ def run(quick: bool, run_root: str) -> dict:
     return results
 
 
+def follow_up(class_check_dir: Path) -> dict:
+    """Stage 8, after the run: the class check at ``MORE_GUIDANCES`` on the same checkpoint, and the samples of
+    every class check (in ``class_check_dir``, written by stage 4) judged by classifiers of other seeds."""
+    from lit_gen.checkpoints import load_datamodule, load_model
+
+    torch.set_num_threads(1)
+    results = json.loads(RESULTS.read_text())
+    ckpt = str(Path(results["diffusion"]["run_dir"]) / "checkpoints" / "last.ckpt")
+    datamodule = load_datamodule(load_model(ckpt)[1])
+    datamodule.setup("fit")
+    classifiers = {seed: train_classifier(datamodule, CLASSIFIER_EPOCHS, seed) for seed in CLASSIFIER_SEEDS}
+    done = {check["guidance"] for check in results["class_check"]}
+    for weight in MORE_GUIDANCES:
+        if weight not in done:
+            check = class_check(ckpt, classifiers[0][0], weight, MORE_PER_CLASS, class_check_dir)
+            check.pop("samples")
+            results["class_check"].append(check)
+    recognised = {}
+    for check in results["class_check"]:
+        folder = class_check_dir / f"w{check['guidance']}"
+        images = torch.cat([torch.load(folder / str(k) / "samples.pt") for k in range(CLASSES)])
+        labels = torch.arange(CLASSES).repeat_interleave(len(images) // CLASSES)
+        recognised[str(check["guidance"])] = {
+            str(seed): round(100.0 * float((predict(model, images) == labels).float().mean()), 2)
+            for seed, (model, _) in classifiers.items()
+        }
+    # the same-embedding scores against the guidance weight, on the first MORE_PER_CLASS samples of each class
+    # (the same initial noise at every weight: ``sample`` draws it first, from the seed 100 + K)
+    datamodule.setup("fit")
+    results["guidance_quality"] = {}
+    for check in results["class_check"]:
+        if check["per_class"] >= MORE_PER_CLASS:
+            folder = class_check_dir / f"w{check['guidance']}"
+            images = [torch.load(folder / str(k) / "samples.pt")[:MORE_PER_CLASS] for k in range(CLASSES)]
+            results["guidance_quality"][str(check["guidance"])] = quality(torch.cat(images), datamodule)
+    results["classifier_seeds"] = {
+        "test_accuracy": {str(seed): info["test_accuracy"] for seed, (_, info) in classifiers.items()},
+        "recognised": recognised,
+    }
+    save(results)
+    return results
+
+
 # --- tables ------------------------------------------------------------------------------------------------------
 
 
@@ -400,7 +449,7 @@ def class_table(results: dict) -> str:
         f"| guidance | samples per class | {head} | overall | worst | ≥ {TARGET_RECOGNISED:.0f} % |",
         "|---|---:|" + "---:|" * CLASSES + "---:|---:|---|",
     ]
-    for check in results.get("class_check", []):
+    for check in sorted(results.get("class_check", []), key=lambda c: -c["guidance"]):
         cells = " | ".join(f"{check['recognised'][str(k)]:.0f}" for k in range(CLASSES))
         control = check["guidance"] == 0
         verdict = "(control)" if control else ("met" if check["overall"] >= TARGET_RECOGNISED else "NOT met")
@@ -441,11 +490,44 @@ def quality_table(results: dict) -> str:
     return "\n".join(lines)
 
 
+def classifier_seed_table(results: dict) -> str:
+    seeds = results.get("classifier_seeds")
+    if seeds is None:
+        return ""
+    names = sorted(seeds["test_accuracy"], key=int)
+    lines = [
+        "| | " + " | ".join(f"classifier seed {s}" for s in names) + " |",
+        "|---|" + "---:|" * len(names),
+        "| test accuracy (180 held-out real digits) | "
+        + " | ".join(f"{seeds['test_accuracy'][s]:.1f}" for s in names)
+        + " |",
+    ]
+    for weight, row in sorted(seeds["recognised"].items(), key=lambda item: -float(item[0])):
+        lines.append(
+            f"| recognised, guidance {float(weight):g} | " + " | ".join(f"{row[s]:.1f}" for s in names) + " |"
+        )
+    text = "\n\nThe same samples judged by classifiers of three seeds (%):\n\n" + "\n".join(lines)
+    by_weight = results.get("guidance_quality")
+    if by_weight:
+        rows = [
+            f"| {float(w):g} | {q['num_fake']} | " + " | ".join(f"{q[c]:.3f}" for c in QUALITY_COLUMNS) + " |"
+            for w, q in sorted(by_weight.items(), key=lambda item: -float(item[0]))
+        ]
+        text += (
+            f"\n\nSame-embedding scores against the guidance weight ({MORE_PER_CLASS} per class, the same noise):"
+            f"\n\n| guidance | samples | {' | '.join(QUALITY_COLUMNS)} |\n|---:|---:|"
+            + "---:|" * len(QUALITY_COLUMNS)
+            + "\n"
+            + "\n".join(rows)
+        )
+    return text
+
+
 def tables(results: dict) -> str:
     return (
         f"Cost of the quickstarts:\n\n{cost_table(results)}\n\n"
         f"Class check (share of `sample --labels K` samples the classifier calls K, %):\n\n"
-        f"{class_table(results)}\n\n"
+        f"{class_table(results)}{classifier_seed_table(results)}\n\n"
         f"Same embedding, same real digits:\n\n{quality_table(results)}"
     )
 
@@ -464,11 +546,20 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--table", action="store_true", help="only rewrite README.md's tables from results")
     parser.add_argument("--quick", action="store_true", help="smoke test: 40 optimizer steps, 10 per class")
     parser.add_argument("--run-root", default=None, help="where run directories go (default: a temp dir)")
+    parser.add_argument(
+        "--follow-up",
+        type=Path,
+        default=None,
+        metavar="DIR",
+        help="stage 8 on the class check samples in DIR",
+    )
     args = parser.parse_args(argv)
     global RESULTS
     if args.quick:
         RESULTS = Path(tempfile.mkdtemp(prefix="diffusion_digits-quick-")) / "results.json"
-    if not args.table:
+    if args.follow_up is not None:
+        follow_up(args.follow_up)
+    elif not args.table:
         run(args.quick, args.run_root or tempfile.mkdtemp(prefix="diffusion_digits-"))
     results = json.loads(RESULTS.read_text())
     if not args.quick:
