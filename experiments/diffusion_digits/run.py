@@ -2,9 +2,10 @@
 ``sample --labels K`` gives K, and the diffusion quickstart against the GAN quickstart (``configs/gan.yaml``) at
 equal CPU time, both on the embedded 8x8 digits upsampled to 32 px.
 
-    python experiments/diffusion_digits/run.py            # every stage; results.json + README.md tables
+    python experiments/diffusion_digits/run.py            # stages 1-7; results.json + README.md tables
+    python experiments/diffusion_digits/run.py --follow-up <run root>/class-check-XXXX    # stage 8
     python experiments/diffusion_digits/run.py --table    # only rewrite README.md's tables from results.json
-    python experiments/diffusion_digits/run.py --quick    # 20 batches per run, 10 samples per class (smoke test)
+    python experiments/diffusion_digits/run.py --quick    # 40 optimizer steps per run, 10 samples per class
 
 Every training run is ``python -m lit_gen fit --config <config>`` in-process (``LitGenCLI``), one torch thread,
 with one callback added: ``CPUClock``, which splits the process CPU time of the fit into the monitoring callbacks'
@@ -21,7 +22,9 @@ comes):
 5. the same-embedding scores (``RandomConvFeatures``: fd_random, KID, precision/recall, density/coverage) of
    1,000 samples of each quickstart against the 1,617 training digits (the held-out 180 real digits beside);
 6. the GAN trained for the diffusion quickstart's training CPU time (monitoring off), scored the same way;
-7. the diffusion model at the GAN quickstart's training CPU time (the copy from stage 2), scored the same way.
+7. the diffusion model at the GAN quickstart's training CPU time (the copy from stage 2), scored the same way;
+8. (``--follow-up``) the class check at stronger guidance, every class check's samples judged by classifiers of
+   other seeds, and the same-embedding scores against the guidance weight.
 """
 
 from __future__ import annotations
