@@ -80,3 +80,19 @@ def test_overhead_script_times_both_sides(tmp_path, capsys, case, config):
     for kind in ("wall", "cpu"):
         assert result[kind]["lit_gen_ms"] > 0 and result[kind]["plain_ms"] > 0 and result[kind]["ratio"] > 0
     assert f"| {case} | `configs/{config}` | {batch_size} | cpu |" in out
+
+
+@pytest.mark.slow
+def test_diffusion_digits_clock_splits_a_fit_and_stops_it_at_a_training_cpu_budget(tmp_path, monkeypatch):
+    diffusion_digits = _load(ROOT / "experiments" / "diffusion_digits" / "run.py")
+    monkeypatch.setenv("WANDB_MODE", "offline")
+    torch.set_num_threads(1)
+    unlimited = ["--trainer.max_steps", "-1", "--trainer.max_epochs", "-1", "--trainer.logger", "false"]
+    clock = diffusion_digits.CPUClock(budget=1.0, snapshot_at=0.5)
+    cli, seconds = diffusion_digits.fit("gan", str(tmp_path), unlimited, clock)
+    # stopped by the budget, not a limit; the GAN quickstart's end-of-fit evaluation counts as monitoring
+    assert seconds["batches"] > 0 and seconds["training_cpu_s"] >= 1.0 and seconds["monitoring_cpu_s"] > 0
+    parts = seconds["setup_cpu_s"] + seconds["training_cpu_s"] + seconds["monitoring_cpu_s"]
+    assert abs(parts - seconds["fit_cpu_s"]) <= 0.2
+    assert clock.snapshot is not None and 0 < clock.snapshot_batches <= seconds["batches"]
+    assert diffusion_digits.quickstart_eval(seconds["run_dir"])["num_fake"] == 1000
