@@ -17,8 +17,8 @@ comes):
 2. the diffusion quickstart as shipped (its CPU time is the quickstart's cost; the clock also keeps a copy of the
    model when its training CPU reaches the GAN's, for stage 7);
 3. a CNN classifier trained on the training split of the config's data module, tested on its held-out split;
-4. per class K = 0..9, ``sample --ckpt_path <diffusion last.ckpt> --labels K`` at guidance 1.5 (the config's)
-   and 1 (conditional, no guidance), and 0 (the unconditional model: a control) -- the share recognised as K;
+4. per class K = 0..9, ``sample --ckpt_path <diffusion last.ckpt> --labels K`` at guidance 1.5 (the config's when this
+   was first run; it samples at 2 since) and 1 (conditional, no guidance), and 0 (the unconditional model: a control) -- the share recognised as K;
 5. the same-embedding scores (``RandomConvFeatures``: fd_random, KID, precision/recall, density/coverage) of
    1,000 samples of each quickstart against the 1,617 training digits (the held-out 180 real digits beside);
 6. the GAN trained for the diffusion quickstart's training CPU time (monitoring off), scored the same way;
