@@ -96,3 +96,16 @@ def test_diffusion_digits_clock_splits_a_fit_and_stops_it_at_a_training_cpu_budg
     assert abs(parts - seconds["fit_cpu_s"]) <= 0.2
     assert clock.snapshot is not None and 0 < clock.snapshot_batches <= seconds["batches"]
     assert diffusion_digits.quickstart_eval(seconds["run_dir"])["num_fake"] == 1000
+
+
+@pytest.mark.parametrize("path, net", [("edm", "every_layer"), ("fm", "concat")])
+def test_diffusion_toy_explore_scores_every_sampler_of_one_probe(tmp_path, path, net):
+    explore = _load(ROOT / "experiments" / "diffusion_toy" / "explore.py")
+    results = tmp_path / "explore.jsonl"
+    argv = ["--path", path, "--net", net, "--steps", "3", "--width", "8", "--data", "ring"]
+    explore.main(argv + ["--results", str(results)])
+    (line,) = results.read_text().splitlines()
+    result = json.loads(line)
+    assert result["settings"]["path"] == path and set(result["samplers"]) == set(explore.SAMPLERS)
+    for high_quality, modes in result["samplers"].values():
+        assert 0 <= high_quality <= 100 and 0 <= modes <= 8

@@ -16,6 +16,7 @@ from lit_gen.nets import (
     MLPGenerator,
     ResNetDiscriminator,
     ResNetGenerator,
+    TimeMLP,
 )
 
 
@@ -140,3 +141,26 @@ def test_spectral_norm_option(make, shape, layers):
     for _ in range(30):  # one power iteration per training forward
         discriminator(torch.randn(shape))
     assert _spectral_norms(discriminator) == pytest.approx([1.0] * layers, abs=0.01)
+
+
+@pytest.mark.parametrize("time_input", ["concat", "every_layer"])
+def test_time_mlp_conditions_on_time_and_class_either_way(time_input):
+    torch.manual_seed(0)
+    net = TimeMLP(data_dim=2, hidden=[16, 16], time_dim=8, num_classes=3, time_input=time_input)
+    x, t = torch.randn(5, 2), torch.rand(5)
+    out = net(x, t, labels=torch.tensor([0, 1, 2, 3, 0]))
+    assert out.shape == (5, 2)
+    assert not torch.allclose(net(x, t), net(x, t + 0.5))  # time enters
+    assert not torch.allclose(
+        net(x, t, labels=torch.zeros(5, dtype=torch.long)), net(x, t)
+    )  # so does the class
+
+
+def test_time_mlp_every_layer_adds_the_time_to_each_hidden_layer_and_concat_keeps_its_keys():
+    every = TimeMLP(hidden=[16, 16, 16], time_dim=8, time_input="every_layer")
+    assert [layer.in_features for layer in every.time_layers] == [8, 8, 8]
+    # checkpoints of the default net load unchanged: its parameter names are those it always had
+    concat = TimeMLP(hidden=[16, 16], time_dim=8)
+    assert {k.split(".")[0] for k in concat.state_dict()} == {"time", "net"}
+    with pytest.raises(ValueError, match="time_input: expected 'concat' or 'every_layer', got 'film'"):
+        TimeMLP(time_input="film")

@@ -1,11 +1,11 @@
 """Diffusion / flow-matching benchmark on the PacGAN 2-D mixtures: trains ``configs/fm_toy_grid.yaml``,
-``configs/fm_toy_ring.yaml`` and ``configs/edm_toy_grid.yaml`` over several seeds through lit_gen's own CLI, then
+``configs/fm_toy_ring.yaml``, ``configs/edm_toy_grid.yaml`` and ``configs/edm_toy_ring.yaml`` over several seeds through lit_gen's own CLI, then
 scores each final model (its EMA net) with the VEEGAN / PacGAN protocol of ``experiments/toy_modes`` (2,500
 samples, high quality within 3 std of the nearest mode, modes captured, reverse KL) for two or more samplers at
 NFE ~ 1, 2, 4, ..., 64 and at the config's own sampler, and, on the grid, the exact likelihood: the model's NLL
 of fresh data samples (probability-flow ODE, exact divergence) against the true mixture's NLL.
 
-    python experiments/diffusion_toy/run.py --seeds 3               # 9 runs; results.jsonl, nfe.png, table
+    python experiments/diffusion_toy/run.py --seeds 3               # 12 runs; results.jsonl, nfe.png, table
     python experiments/diffusion_toy/run.py --table                 # only rewrite README.md's table and nfe.png
     python experiments/diffusion_toy/run.py --quick                 # 1 seed x 40 batches per config (smoke test)
 
@@ -29,6 +29,7 @@ CONFIGS = {
     "fm_grid": ROOT / "configs" / "fm_toy_grid.yaml",
     "edm_grid": ROOT / "configs" / "edm_toy_grid.yaml",
     "fm_ring": ROOT / "configs" / "fm_toy_ring.yaml",
+    "edm_ring": ROOT / "configs" / "edm_toy_ring.yaml",
 }
 NFE_TARGETS = (1, 2, 4, 8, 16, 32, 64)
 #: issue 16: modes, mean high-quality share (at <= 40 NFE), and the grid's likelihood gap
@@ -59,6 +60,8 @@ def samplers(config: str) -> dict:
         return {
             "EDMHeun": lambda nfe: EDMHeun(steps=max(2, (nfe + 1) // 2)),  # 2 * steps - 1 evaluations
             "DDIM": lambda nfe: DDIM(steps=nfe),
+            # the EDM toy configs sample with it (samplers are path-free)
+            "FlowHeun": lambda nfe: FlowHeun(steps=max(1, (nfe + 1) // 2)),
         }
     return {
         "FlowEuler": lambda nfe: FlowEuler(steps=nfe),
