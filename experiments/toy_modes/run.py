@@ -82,7 +82,7 @@ def train_and_evaluate(name: str, seed: int, run_root: str, extra: list[str], th
 
     from lit_gen.metrics.modes import ModeCoverage
 
-    cli, seconds, _ = fit(CONFIGS[name], f"{name}-seed{seed}", seed, run_root, extra, threads)
+    cli, seconds, cpu_seconds = fit(CONFIGS[name], f"{name}-seed{seed}", seed, run_root, extra, threads)
     model, data = cli.model, cli.datamodule
     metric = ModeCoverage(data.modes, data.std, EVAL_THRESHOLD)
     # evaluation noise is independent of the training noise and of the callbacks' fixed batches
@@ -97,6 +97,7 @@ def train_and_evaluate(name: str, seed: int, run_root: str, extra: list[str], th
         "reverse_kl": result["reverse_kl"],
         "batches": int(model.batches_seen),
         "train_seconds": round(seconds, 1),
+        "train_cpu_seconds": round(cpu_seconds, 1),
         "run_dir": str(cli.run_dir),
         "config_sha": config_sha(name),
         "extra_args": extra,
