@@ -1,9 +1,10 @@
 """Diffusion / flow-matching benchmark on the PacGAN 2-D mixtures: trains ``configs/fm_toy_grid.yaml``,
-``configs/fm_toy_ring.yaml``, ``configs/edm_toy_grid.yaml`` and ``configs/edm_toy_ring.yaml`` over several seeds through lit_gen's own CLI, then
-scores each final model (its EMA net) with the VEEGAN / PacGAN protocol of ``experiments/toy_modes`` (2,500
-samples, high quality within 3 std of the nearest mode, modes captured, reverse KL) for two or more samplers at
-NFE ~ 1, 2, 4, ..., 64 and at the config's own sampler, and, on the grid, the exact likelihood: the model's NLL
-of fresh data samples (probability-flow ODE, exact divergence) against the true mixture's NLL.
+``configs/fm_toy_ring.yaml``, ``configs/edm_toy_grid.yaml`` and ``configs/edm_toy_ring.yaml`` over several seeds
+through lit_gen's own CLI, then scores each final model (its EMA net) with the VEEGAN / PacGAN protocol of
+``experiments/toy_modes`` (2,500 samples, high quality within 3 std of the nearest mode, modes captured, reverse
+KL) for two or more samplers at NFE ~ 1, 2, 4, ..., 64 and at the config's own sampler, and, on the grid, the
+exact likelihood: the model's NLL of fresh data samples (probability-flow ODE, exact divergence) against the
+true mixture's NLL.
 
     python experiments/diffusion_toy/run.py --seeds 3               # 12 runs; results.jsonl, nfe.png, table
     python experiments/diffusion_toy/run.py --table                 # only rewrite README.md's table and nfe.png

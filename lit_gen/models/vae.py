@@ -225,9 +225,9 @@ class VAE(GenerativeModule):
         self.batches_seen += 1
         logs = {f"train/{key}": value.detach().mean() for key, value in terms.items()}
         if self.logs_this_batch(batch_idx):  # only where a logger writes (a log call costs ~0.3 ms)
-            logs = self.mean_over_ranks(logs)  # the global batch's means under DDP
-            self.log_dict({**logs, "train/beta": beta}, batch_size=x.shape[0])
-            self.log("loss", logs["train/loss"], prog_bar=True, logger=False, batch_size=x.shape[0])
+            synced = self.mean_over_ranks(logs)  # the global batch's means under DDP
+            self.log_dict({**synced, "train/beta": beta}, batch_size=x.shape[0])
+            self.log("loss", synced["train/loss"], prog_bar=True, logger=False, batch_size=x.shape[0])
         # the loss terms for callbacks (``outputs``) too: NonFiniteGuard checks them on every batch
         return {"loss": loss, **logs}
 
