@@ -17,7 +17,6 @@ of its config; finished runs are skipped on a re-run, results of a config since 
 
 from __future__ import annotations
 
-import hashlib
 import importlib.util
 import math
 import sys
@@ -143,7 +142,7 @@ def _worker(job: tuple) -> dict:
 
 
 def config_sha(name: str) -> str:
-    return hashlib.sha256(CONFIGS[name].read_bytes()).hexdigest()[:12]
+    return toy_modes.settings_sha(CONFIGS[name])
 
 
 def current(results: list[dict], extra: list[str] | tuple = ()) -> list[dict]:

@@ -28,6 +28,8 @@ from concurrent.futures import ProcessPoolExecutor
 from multiprocessing import get_context
 from pathlib import Path
 
+import yaml
+
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parents[1]
 CONFIGS = {"ring": ROOT / "configs" / "toy_ring.yaml", "grid": ROOT / "configs" / "toy_grid.yaml"}
@@ -104,9 +106,15 @@ def train_and_evaluate(name: str, seed: int, run_root: str, extra: list[str], th
     }
 
 
+def settings_sha(path: Path) -> str:
+    """Short hash of a config file's settings (its parsed YAML), so that results of an older version of a config
+    are never tabulated, while an edit of its comments (quoting the results, say) keeps them."""
+    settings = yaml.safe_load(path.read_text())
+    return hashlib.sha256(json.dumps(settings, sort_keys=True).encode()).hexdigest()[:12]
+
+
 def config_sha(name: str) -> str:
-    """Short hash of a config file, so that results of an older version of a config are never tabulated."""
-    return hashlib.sha256(CONFIGS[name].read_bytes()).hexdigest()[:12]
+    return settings_sha(CONFIGS[name])
 
 
 def current(results: list[dict], extra: list[str] | tuple = (), sha=None) -> list[dict]:
